@@ -1,0 +1,371 @@
+"""Configuration: ``params.yaml`` sections as frozen dataclasses, validated on load.
+
+Every section of ``params.yaml`` maps to one dataclass below (nanoGPT ``GPTConfig`` style: a
+comment on each default). :func:`load_params` reads the file and builds :class:`Params`; an
+unknown key, a value of the wrong type or a value out of range raises :class:`ConfigError`
+naming the key (and, for a typo, the closest valid key).
+
+:class:`STFV8Config` is the model + features + training bundle the model and trainer take, with
+the seed's presets ``phase_a()``, ``phase_b()``, ``debug()`` and ``describe()``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+__all__ = [
+    "ConfigError", "DatasetConfig", "DataConfig", "DemoConfig", "PreprocessConfig", "ModelConfig",
+    "FeatureFlags", "TrainingConfig", "EvalConfig", "BudgetConfig", "Params", "STFV8Config",
+    "load_params", "from_dict", "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A params value that cannot be used; the message names the key and how to fix it."""
+
+
+def _rng(lo: float | None = None, hi: float | None = None, **kw: Any) -> dict:
+    return {"range": (lo, hi), **kw}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset: which adapter reads it and where it lives."""
+    adapter: str = field(default="ffpp", metadata={"choices": ("ffpp", "celebdf", "dfdc", "dfdcp", "dfd", "ffiw", "csv")})
+    root: str = ""                      # dataset root folder (or the CSV file for adapter csv)
+    splits: Optional[str] = None        # folder with train/val/test JSON split lists (FF++ layout)
+    compression: str = field(default="c23", metadata={"choices": ("raw", "c23", "c40")})
+    methods: tuple[str, ...] = ()       # manipulation folders to read (FF++ layout)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = "demo"                 # dataset whose train/val reals feed Video-SBI
+    test: str = "demo"                  # dataset for eval_phase_a / eval_phase_b
+    cross: tuple[str, ...] = ("demo_cross",)  # datasets for eval_cross
+    preprocessed_dir: str = "data/preprocessed"
+    datasets: dict[str, DatasetConfig] = field(default_factory=lambda: {
+        "demo": DatasetConfig("ffpp", "data/demo/raw", "splits/demo", "c23",
+                              ("DemoSwapFlicker", "DemoSwapAE", "DemoReenact", "DemoMouthTex")),
+        "demo_cross": DatasetConfig("csv", "data/demo/raw_cross/list.csv")})
+
+    def __post_init__(self) -> None:
+        for key in (self.train, self.test, *self.cross):
+            if key not in self.datasets:
+                near = difflib.get_close_matches(key, list(self.datasets), n=1)
+                hint = f" Did you mean '{near[0]}'?" if near else ""
+                raise ConfigError(
+                    f"data: dataset '{key}' is used but not defined under data.datasets "
+                    f"(defined: {sorted(self.datasets)}).{hint}")
+
+    def used(self) -> list[str]:
+        """Names of the datasets the pipeline touches, train first, without repeats."""
+        return list(dict.fromkeys([self.train, self.test, *self.cross]))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    source_dir: str = "data/demo/source"   # committed demo media
+    out_dir: str = "data/demo/raw"         # FF++-layout demo dataset
+    cross_dir: str = "data/demo/raw_cross" # cross-dataset demo (CSV list)
+    clip_frames: int = field(default=120, metadata=_rng(8, 10000))
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    num_segments: int = field(default=4, metadata=_rng(1, 64))          # evenly spaced runs per video
+    frames_per_segment: int = field(default=32, metadata=_rng(1, 256))  # contiguous frames per run
+    crop_size: int = field(default=224, metadata=_rng(16, 1024))        # square crop side (px)
+    margin: float = field(default=0.25, metadata=_rng(0.0, 2.0))        # crop margin, fraction of face side
+    detect_scale: float = field(default=0.5, metadata=_rng(0.05, 1.0))  # downscale for dlib detection
+    min_face_px: int = field(default=80, metadata=_rng(0, 4096))        # smaller faces trigger upsampling
+    workers: int = field(default=2, metadata=_rng(0, 256))              # worker processes (0 = in process)
+    shard_index: int = field(default=0, metadata=_rng(0, None))         # this machine's shard
+    num_shards: int = field(default=1, metadata=_rng(1, None))          # machines sharing the work
+
+    def __post_init__(self) -> None:
+        if self.shard_index >= self.num_shards:
+            raise ConfigError(f"preprocess.shard_index={self.shard_index} must be < preprocess.num_shards={self.num_shards}")
+
+    @property
+    def num_frames(self) -> int:
+        return self.num_segments * self.frames_per_segment
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    img_size: int = field(default=224, metadata=_rng(16, 1024))       # clip side (px)
+    num_frames: int = field(default=32, metadata=_rng(2, 512))        # T
+    stem_dim: int = field(default=48, metadata=_rng(1, 4096))
+    stage1_dim: int = field(default=96, metadata=_rng(1, 4096))
+    stage2_dim: int = field(default=192, metadata=_rng(1, 4096))
+    stage3_dim: int = field(default=384, metadata=_rng(1, 4096))
+    stage4_dim: int = field(default=384, metadata=_rng(1, 4096))
+    stage1_blocks: int = field(default=2, metadata=_rng(0, 64))
+    stage2_blocks: int = field(default=2, metadata=_rng(0, 64))
+    stage3_blocks: int = field(default=4, metadata=_rng(0, 64))
+    stage4_blocks: int = field(default=2, metadata=_rng(0, 64))
+    dwt_channels: int = field(default=16, metadata=_rng(1, 1024))     # channels entering the 3D DWT
+    d_state: int = field(default=16, metadata=_rng(1, 256))           # SSM state size (mamba's d_state)
+    d_conv: int = field(default=4, metadata=_rng(1, 16))              # SSM local conv width
+    expand: int = field(default=2, metadata=_rng(1, 8))               # SSM inner expansion
+    headdim: int = field(default=32, metadata=_rng(1, 1024))          # SSD head dim
+    dcconv_kernel_length: int = field(default=3, metadata=_rng(1, 15))  # DCConv3D temporal taps
+    drop_path_rate: float = field(default=0.1, metadata=_rng(0.0, 0.9))
+    dropout: float = field(default=0.2, metadata=_rng(0.0, 0.9))
+    spatial_backbone: str = "none"    # "none" or a timm ConvNeXt V2 name
+    pretrained: str = "none"          # none | hub | path to a local weights file
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        return (self.stage1_dim, self.stage2_dim, self.stage3_dim, self.stage4_dim)
+
+    @property
+    def depths(self) -> tuple[int, int, int, int]:
+        return (self.stage1_blocks, self.stage2_blocks, self.stage3_blocks, self.stage4_blocks)
+
+
+@dataclass(frozen=True)
+class FeatureFlags:
+    """V8.0 feature flags. Architecture flags shape the Phase B model; training flags both phases."""
+    use_contrastive_hll: bool = True     # contrastive HLL loss instead of MSE(HLL_real, 0)
+    use_hll_normalization: bool = True   # divide HLL energy by total band energy
+    use_compression_aug: bool = True     # real H.264 re-encode (QP qp_min..qp_max) of real and fake
+    use_multiscale_drift: bool = True    # log-normal multi-profile mask drift instead of Brownian ±2 px
+    use_tps: bool = False                # thin-plate-spline boundary deformation of the mask
+    use_hydra: bool = True               # Hydra quasiseparable temporal mixers
+    use_mamer: bool = True               # PN-Mamer stages (3 Hydra + 1 Mamer)
+    use_wss: bool = True                 # Wavelet-Selective Scan instead of HLL gating
+    use_adaptive_sdim: bool = True       # learned gates over d_state with an L1 penalty
+
+    ARCHITECTURE = ("use_hydra", "use_mamer", "use_wss", "use_adaptive_sdim")
+    LABELS = {
+        "use_hydra": "Hydra", "use_mamer": "PNMamer", "use_wss": "WSS", "use_adaptive_sdim": "AdaptiveSdim",
+        "use_contrastive_hll": "ContrastiveHLL", "use_compression_aug": "CompressionAug",
+        "use_multiscale_drift": "MultiScaleDrift", "use_hll_normalization": "HLLNorm", "use_tps": "TPS",
+    }
+
+    def without_architecture(self) -> "FeatureFlags":
+        """The same training fixes on the V7.3 architecture (what Phase A trains)."""
+        return replace(self, **{k: False for k in self.ARCHITECTURE})
+
+    def enabled(self) -> list[str]:
+        order = ("use_hydra", "use_mamer", "use_wss", "use_adaptive_sdim", "use_contrastive_hll",
+                 "use_compression_aug", "use_multiscale_drift", "use_hll_normalization", "use_tps")
+        return [self.LABELS[k] for k in order if getattr(self, k)]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = field(default=8, metadata=_rng(1, 4096))       # real clips per batch (+ their fakes)
+    epochs_phase_a: int = field(default=30, metadata=_rng(1, 10000))
+    epochs_phase_b: int = field(default=20, metadata=_rng(1, 10000))
+    lr: float = field(default=3e-4, metadata=_rng(0.0, 1.0))
+    lr_phase_b: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
+    weight_decay: float = field(default=0.05, metadata=_rng(0.0, 1.0))
+    warmup_epochs: int = field(default=2, metadata=_rng(0, 1000))
+    grad_clip: float = field(default=1.0, metadata=_rng(0.0, None))   # 0 disables clipping
+    accum_steps: int = field(default=1, metadata=_rng(1, 1024))
+    label_smoothing: float = field(default=0.1, metadata=_rng(0.0, 0.5))
+    hll_loss_weight: float = field(default=0.1, metadata=_rng(0.0, 100.0))
+    hll_margin: float = field(default=0.1, metadata=_rng(0.0, 100.0))
+    sdim_l1_weight: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
+    clips_per_video: int = field(default=2, metadata=_rng(1, 1000))
+    qp_min: int = field(default=23, metadata=_rng(0, 51))
+    qp_max: int = field(default=40, metadata=_rng(0, 51))
+    amp: str = field(default="auto", metadata={"choices": ("auto", "bf16", "off")})
+    grad_checkpointing: bool = False
+    num_workers: int = field(default=4, metadata=_rng(0, 256))
+    seed: int = 0
+    max_bad_steps: int = field(default=5, metadata=_rng(1, 100000))
+    checkpoint_dir: str = "checkpoints"
+    durable_copy: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.qp_min > self.qp_max:
+            raise ConfigError(f"training.qp_min={self.qp_min} must be <= training.qp_max={self.qp_max}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    clips_per_video: int = field(default=2, metadata=_rng(1, 1000))
+    batch_size: int = field(default=8, metadata=_rng(1, 4096))
+    num_workers: int = field(default=2, metadata=_rng(0, 256))
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    max_budget: float = field(default=100.0, metadata=_rng(0.0, None))
+    cost_per_hour: float = field(default=0.0, metadata=_rng(0.0, None))
+    safety_margin: float = field(default=0.05, metadata=_rng(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole ``params.yaml``."""
+    data: DataConfig = field(default_factory=DataConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeatureFlags = field(default_factory=FeatureFlags)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+    def __post_init__(self) -> None:
+        if self.preprocess.frames_per_segment < self.model.num_frames:
+            raise ConfigError(
+                f"model.num_frames={self.model.num_frames} is longer than preprocess.frames_per_segment="
+                f"{self.preprocess.frames_per_segment}: a clip is num_frames consecutive frames of one "
+                "segment; raise frames_per_segment or lower num_frames")
+        if self.preprocess.crop_size < self.model.img_size:
+            raise ConfigError(
+                f"model.img_size={self.model.img_size} exceeds preprocess.crop_size={self.preprocess.crop_size}; "
+                "crops would have to be upsampled: raise crop_size or lower img_size")
+
+
+# --------------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class STFV8Config:
+    """Model + feature flags + training knobs: what ``STFMamba`` and the trainer are built from."""
+    name: str = "Phase B (V8.0)"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeatureFlags = field(default_factory=FeatureFlags)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    @classmethod
+    def phase_a(cls, params: Params | None = None) -> "STFV8Config":
+        """V7.3 architecture with the V8 training fixes (contrastive HLL, H.264, drift, HLL norm)."""
+        p = params or Params()
+        return cls("Phase A (V7.3+fixes)", p.model, p.features.without_architecture(), p.training)
+
+    @classmethod
+    def phase_b(cls, params: Params | None = None) -> "STFV8Config":
+        """The V8.0 model: architecture flags from ``params.features`` (all on by default)."""
+        p = params or Params()
+        return cls("Phase B (V8.0)", p.model, p.features, p.training)
+
+    @classmethod
+    def debug(cls) -> "STFV8Config":
+        """A tiny model with every V8 flag on, for tests and smoke runs."""
+        model = ModelConfig(img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16,
+                            stage3_dim=16, stage4_dim=16, stage1_blocks=1, stage2_blocks=1,
+                            stage3_blocks=1, stage4_blocks=1, dwt_channels=4, d_state=4,
+                            headdim=8, drop_path_rate=0.0, dropout=0.0)
+        return cls("Debug", model, FeatureFlags(), TrainingConfig(batch_size=2, epochs_phase_a=1,
+                                                                  epochs_phase_b=1, num_workers=0))
+
+    def describe(self) -> str:
+        """E.g. ``Phase A (V7.3+fixes): [ContrastiveHLL, CompressionAug, MultiScaleDrift, HLLNorm]``."""
+        return f"{self.name}: [{', '.join(self.features.enabled())}]"
+
+
+# --------------------------------------------------------------------------- loading
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, key)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r} ({type(value).__name__})")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r} ({type(value).__name__})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r} ({type(value).__name__})")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, validating every key (see module docstring)."""
+    where = prefix or "params"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f" Did you mean '{(prefix + '.') if prefix else ''}{near[0]}'?" if near else ""
+            raise ConfigError(f"{full}: unknown key.{hint} Valid keys of '{where}': {', '.join(names)}")
+        f = next(f for f in fields(cls) if f.name == key)
+        v = _coerce(value, hints[key], full)
+        lo, hi = f.metadata.get("range", (None, None))
+        if lo is not None and v < lo or hi is not None and v > hi:
+            span = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise ConfigError(f"{full}: value {v!r} is out of range {span}")
+        choices = f.metadata.get("choices")
+        if choices and v not in choices:
+            raise ConfigError(f"{full}: value {v!r} is not one of {', '.join(map(str, choices))}")
+        kwargs[key] = v
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (in {where})") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict/list structure (tuples become lists), e.g. for logging."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; run from the project root or pass its path")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return from_dict(Params, raw or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
