@@ -1,0 +1,166 @@
+"""Augmentations common to the real clip and its fake (so no augmentation is ever a label cue).
+
+* :func:`h264_roundtrip` — a real H.264 encode + decode of a whole clip at a fixed QP
+  (``use_compression_aug``, QP drawn in ``[qp_min, qp_max]``). Backends (registry
+  :data:`H264_BACKENDS`): ``pyav`` encodes and decodes in process with libx264 through PyAV codec
+  contexts (no container, no temp file); ``ffmpeg`` is the fallback — raw frames to a temp file,
+  one ffmpeg process (the imageio-ffmpeg binary) to encode, another to decode, read back.
+* :func:`build_pair_transform` — colour jitter, horizontal flip and JPEG with albumentations.
+* :func:`augment_pair` — applies one set of parameters (one seed per clip pair) to the real and
+  fake clip alike: the albumentations pass sees all ``2T`` frames at once (``images=``), and the
+  H.264 pass encodes both clips at the same QP.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable
+
+import albumentations as A
+import cv2
+import numpy as np
+
+try:
+    import av
+except ImportError:  # pragma: no cover - av is a runtime requirement, the ffmpeg fallback remains
+    av = None
+
+H264_PRESET = "veryfast"   # x264 preset of the augmentation (speed vs realistic artefacts)
+
+
+def _even_pad(frames: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """yuv420p needs even sides: pad by edge replication; returns the padded clip and the original H, W."""
+    t, h, w, _ = frames.shape
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return frames, h, w
+
+
+def h264_pyav(frames: np.ndarray, qp: int) -> np.ndarray:
+    """In-process libx264 round trip with PyAV codec contexts.
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 RGB.
+        qp: constant quantiser (0 lossless … 51 worst).
+
+    Returns:
+        ``(T, H, W, 3)`` uint8 RGB, the decoded clip.
+    """
+    if av is None:
+        raise RuntimeError("PyAV is not installed: pip install av (or use the ffmpeg backend)")
+    padded, h, w = _even_pad(frames)
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height = padded.shape[2], padded.shape[1]
+    enc.pix_fmt = "yuv420p"
+    enc.time_base = Fraction(1, 25)
+    enc.options = {"qp": str(int(qp)), "preset": H264_PRESET, "threads": "1"}
+    packets = []
+    for i, img in enumerate(padded):
+        # RGB -> I420 with OpenCV (faster than swscale), handed to x264 as a yuv420p plane stack
+        vf = av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        vf.pts = i
+        packets.extend(enc.encode(vf))
+    packets.extend(enc.encode(None))
+    dec = av.CodecContext.create("h264", "r")
+    dec.thread_count = 1
+    out = []
+    for pkt in [*packets, None]:
+        out.extend(cv2.cvtColor(f.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420) for f in dec.decode(pkt))
+    if len(out) != len(frames):
+        raise RuntimeError(f"H.264 round trip returned {len(out)} frames for {len(frames)}")
+    return np.stack(out)[:, :h, :w]
+
+
+def h264_ffmpeg(frames: np.ndarray, qp: int) -> np.ndarray:
+    """Fallback round trip with the ffmpeg binary: temp raw file, encode process, decode process.
+
+    Same arguments and result as :func:`h264_pyav`.
+    """
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    padded, h, w = _even_pad(frames)
+    t, ph, pw, _ = padded.shape
+    with tempfile.TemporaryDirectory(prefix="stf_h264_") as tmp:
+        raw, mp4 = os.path.join(tmp, "in.rgb"), os.path.join(tmp, "clip.mp4")
+        padded.tofile(raw)
+        subprocess.run([exe, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{pw}x{ph}",
+                        "-r", "25", "-i", raw, "-c:v", "libx264", "-preset", H264_PRESET, "-qp", str(int(qp)),
+                        "-pix_fmt", "yuv420p", "-threads", "1", mp4], check=True)
+        dec = subprocess.run([exe, "-v", "error", "-i", mp4, "-f", "rawvideo", "-pix_fmt", "rgb24", "-threads", "1",
+                              "-"], check=True, capture_output=True).stdout
+    out = np.frombuffer(dec, np.uint8)
+    if out.size != padded.size:
+        raise RuntimeError(f"ffmpeg H.264 round trip returned {out.size} bytes for {padded.size}")
+    return out.reshape(padded.shape)[:, :h, :w].copy()
+
+
+H264_BACKENDS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"pyav": h264_pyav, "ffmpeg": h264_ffmpeg}
+
+
+def h264_roundtrip(frames: np.ndarray, qp: int, backend: str = "auto") -> np.ndarray:
+    """Encode and decode a clip with H.264 at a constant QP.
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 RGB.
+        qp: quantiser in [0, 51].
+        backend: ``pyav``, ``ffmpeg`` or ``auto`` (PyAV when importable, else ffmpeg).
+
+    Returns:
+        ``(T, H, W, 3)`` uint8 RGB with real H.264 artefacts; same shape and frame count.
+    """
+    if backend == "auto":
+        backend = "pyav" if av is not None else "ffmpeg"
+    if backend not in H264_BACKENDS:
+        raise KeyError(f"unknown H.264 backend '{backend}' (known: {sorted(H264_BACKENDS)}, auto)")
+    return H264_BACKENDS[backend](frames, qp)
+
+
+# --------------------------------------------------------------------------- pair augmentation
+@dataclass(frozen=True)
+class PairAugConfig:
+    """Knobs of the augmentations shared by the real and the fake clip."""
+    compression: bool = True      # H.264 round trip (features.use_compression_aug)
+    qp_min: int = 23
+    qp_max: int = 40
+    compression_prob: float = 0.5  # fraction of pairs that get the H.264 pass when enabled
+    backend: str = "auto"
+
+
+def build_pair_transform() -> A.Compose:
+    """Colour jitter, flip and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``."""
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
+        A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=10, p=0.3),
+        A.ImageCompression(quality_range=(60, 100), p=0.5),
+    ])
+
+
+def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, cfg: PairAugConfig = PairAugConfig(),
+                 transform: A.Compose | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Apply the same augmentation to a real clip and its fake.
+
+    Args:
+        real: ``(T, H, W, 3)`` uint8.
+        fake: ``(T, H, W, 3)`` uint8.
+        rng: the pair's generator (one seed per clip pair).
+        cfg: :class:`PairAugConfig`.
+        transform: a prebuilt :func:`build_pair_transform`.
+
+    Returns:
+        ``(real, fake, info)`` with ``info = {"qp": int or None}``.
+    """
+    t = real.shape[0]
+    tf = transform or build_pair_transform()
+    tf.set_random_seed(int(rng.integers(2**31 - 1)))
+    both = tf(images=np.concatenate([real, fake]))["images"]
+    qp = None
+    if cfg.compression and rng.random() < cfg.compression_prob:
+        qp = int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
+        both = np.concatenate([h264_roundtrip(both[:t], qp, cfg.backend), h264_roundtrip(both[t:], qp, cfg.backend)])
+    return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), {"qp": qp}
