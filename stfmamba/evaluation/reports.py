@@ -1,0 +1,178 @@
+"""Evaluation reports: metrics JSON for ``dvc metrics``, CSVs for ``dvc plots``, a PNG, score tables.
+
+Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
+
+    metrics JSON        {"auc": {"overall": .., "<method>": ..}, "ap": {..}, "eer": {..}, "acc": {..},
+                         "clip_auc": {..}, "n_real": {..}, "n_fake": {..},
+                         "videos": {"total", "scored", "failed"}}
+                        -> ``dvc metrics diff`` rows ``auc.<method>``, ``eer.overall``, ...
+    out/scores.csv      one row per video: video_id, method, label, status, reason, score, n_clips
+    out/clips.csv       one row per scored clip
+    out/failures.csv    the videos that could not be scored and why (also printed)
+    out/roc/<name>.csv  ROC curve (fpr, tpr, threshold) per method / dataset -> ``dvc plots`` lines
+    out/auc.csv         name, auc -> ``dvc plots`` horizontal bars
+    out/roc.png         the same two figures as a PNG
+
+Every file is written atomically (temporary file + ``os.replace``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stfmamba.evaluation.metrics import OVERALL, SubsetMetrics, per_method_metrics, roc_points
+
+METRIC_KEYS = ("auc", "ap", "eer", "acc", "clip_auc")
+
+
+# --------------------------------------------------------------------------- pure: tables -> dicts
+def summarize(videos: pd.DataFrame, clips: pd.DataFrame) -> dict[str, Any]:
+    """Metrics JSON of one dataset from the engine's tables (failed videos only counted).
+
+    Args:
+        videos: one row per video (``engine.VIDEO_COLUMNS``).
+        clips: one row per scored clip (``engine.CLIP_COLUMNS``; ``row`` indexes ``videos``).
+
+    Returns:
+        ``{"auc": {"overall": .., "<method>": ..}, ..., "videos": {"total", "scored", "failed"}}``.
+    """
+    videos = videos.reset_index(drop=True)
+    is_ok = (videos["status"] == "ok").to_numpy()
+    ok = videos[is_ok].reset_index(drop=True)
+    index = {int(row): i for i, row in enumerate(np.nonzero(is_ok)[0])}  # videos row -> ok row
+    clips = clips[clips["row"].isin(index)]
+    per = per_method_metrics(ok["label"].to_numpy(), ok["method"].to_numpy(), ok["score"].to_numpy(),
+                             clips["row"].map(index).to_numpy(dtype=int), clips["score"].to_numpy())
+    out: dict[str, Any] = {k: {name: getattr(m, k) for name, m in per.items()} for k in METRIC_KEYS}
+    out["n_real"] = {name: m.n_real for name, m in per.items()}
+    out["n_fake"] = {name: m.n_fake for name, m in per.items()}
+    out["videos"] = {"total": int(len(videos)), "scored": int(len(ok)), "failed": int(len(videos) - len(ok))}
+    return out
+
+
+def roc_curves(videos: pd.DataFrame) -> dict[str, list[tuple[float, float, float]]]:
+    """ROC points of ``overall`` and of each method (reals vs that method's fakes)."""
+    ok = videos[videos["status"] == "ok"]
+    curves = {OVERALL: roc_points(ok["label"].to_numpy(), ok["score"].to_numpy())}
+    for m in sorted(set(ok.loc[ok["label"] == 1, "method"])):
+        sub = ok[(ok["label"] == 0) | (ok["method"] == m)]
+        curves[m] = roc_points(sub["label"].to_numpy(), sub["score"].to_numpy())
+    return curves
+
+
+def failures(videos: pd.DataFrame) -> pd.DataFrame:
+    """The rows of videos that could not be scored: video_id, method, label, reason."""
+    return videos.loc[videos["status"] != "ok", ["video_id", "method", "label", "reason"]].reset_index(drop=True)
+
+
+def _finite(v: Any) -> Any:
+    """JSON-safe value: NaN / inf -> None (JSON null)."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, np.generic):
+        return _finite(v.item())
+    return v
+
+
+# --------------------------------------------------------------------------- I/O
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (NaN -> null)."""
+    _atomic(path, lambda fh: fh.write((json.dumps(_finite(obj), indent=2, sort_keys=False) + "\n").encode()))
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    """Atomically write ``df`` as CSV without the index."""
+    _atomic(path, lambda fh: fh.write(df.to_csv(index=False).encode()))
+
+
+def write_curves(out: Path, curves: dict[str, list[tuple[float, float, float]]], bars: dict[str, float | None],
+                 title: str) -> None:
+    """``out/roc/<name>.csv`` per curve, ``out/auc.csv`` and ``out/roc.png``; stale curve files removed."""
+    out = Path(out)
+    roc_dir = out / "roc"
+    roc_dir.mkdir(parents=True, exist_ok=True)
+    keep = set()
+    for name, pts in curves.items():
+        if not pts:
+            continue
+        fname = f"{name}.csv"
+        keep.add(fname)
+        write_csv(roc_dir / fname, pd.DataFrame(pts, columns=["fpr", "tpr", "threshold"]))
+    for stale in roc_dir.glob("*.csv"):
+        if stale.name not in keep:
+            stale.unlink()
+    write_csv(out / "auc.csv", pd.DataFrame({"name": list(bars), "auc": [_finite(v) for v in bars.values()]}))
+    write_png(out / "roc.png", curves, bars, title)
+
+
+def write_png(path: Path, curves: dict[str, list[tuple[float, float, float]]], bars: dict[str, float | None],
+              title: str) -> None:
+    """ROC curves (left) and AUC bars (right) as one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for name, pts in curves.items():
+        if pts:
+            a = np.asarray(pts)
+            ax1.plot(a[:, 0], a[:, 1], label=name, lw=2.2 if name == OVERALL else 1.2)
+    ax1.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax1.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax1.legend(fontsize=7, loc="lower right")
+    names = list(bars)
+    vals = [v if v is not None else 0.0 for v in bars.values()]
+    ax2.barh(names, vals, color=["#999" if bars[n] is None else "#3b75af" for n in names])
+    for y, (n, v) in enumerate(bars.items()):
+        ax2.text(0.01, y, "n/a" if v is None else f"{v:.3f}", va="center", fontsize=8, color="w" if v else "k")
+    ax2.set(xlim=(0, 1), xlabel="video AUC", title="AUC")
+    ax2.invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    _atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=90))
+    plt.close(fig)
+
+
+def write_dataset_report(out: Path, videos: pd.DataFrame, clips: pd.DataFrame, title: str) -> dict[str, Any]:
+    """Scores / clips / failures CSVs, ROC + AUC plots of one dataset; returns its metrics dict."""
+    out = Path(out)
+    metrics = summarize(videos, clips)
+    write_csv(out / "scores.csv", videos)
+    write_csv(out / "clips.csv", clips)
+    write_csv(out / "failures.csv", failures(videos))
+    write_curves(out, roc_curves(videos), dict(metrics["auc"]), title)
+    return metrics
+
+
+def describe_failures(name: str, videos: pd.DataFrame, limit: int = 20) -> str:
+    """A human-readable summary of the failed videos of one dataset (for the stage log)."""
+    bad = failures(videos)
+    if bad.empty:
+        return f"{name}: all {len(videos)} videos scored"
+    lines = [f"{name}: {len(bad)} of {len(videos)} videos could not be scored (not counted as 0.5):"]
+    lines += [f"  {r.video_id} [{r.method}]: {r.reason}" for r in bad.head(limit).itertuples()]
+    if len(bad) > limit:
+        lines.append(f"  ... {len(bad) - limit} more in failures.csv")
+    return "\n".join(lines)

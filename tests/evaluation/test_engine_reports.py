@@ -1,0 +1,93 @@
+"""Engine + reports on real npz files laid out as the preprocess contract, with failures."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stfmamba.data.manifest import save_npz
+
+from stfmamba.evaluation.engine import ClipSpec, score_videos
+from stfmamba.evaluation.reports import describe_failures, summarize, write_dataset_report, write_json
+
+SPEC = ClipSpec(num_segments=2, frames_per_segment=4, num_frames=4, img_size=16, clips_per_video=8)
+
+
+class Brightness(torch.nn.Module):
+    """A fixed scorer: logit of 'fake' = mean normalised intensity (brighter clips look faker)."""
+
+    def forward(self, x):  # x: (B, 3, T, H, W)
+        m = x.mean(dim=(1, 2, 3, 4))
+        return {"logits": torch.stack([torch.zeros_like(m), 4 * m], dim=1)}
+
+
+def _write_npz(path, level, n=8, size=16):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(int(level))
+    frames = np.clip(rng.normal(level, 5, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
+    save_npz(path, frames, np.zeros((n, 68, 2), np.float32), np.zeros((n, 4), np.float32),
+             np.arange(n, dtype=np.int64), {"video_id": path.stem})
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    rows = []
+    for i, level in enumerate([60, 70, 80]):
+        rows.append(dict(video_id=f"r{i}", method="real", label=0, level=level))
+    for i, level in enumerate([150, 160]):
+        rows.append(dict(video_id=f"a{i}", method="A", label=1, level=level))
+    for i, level in enumerate([65, 200]):  # same ids as the reals, as FF++ / the demo do
+        rows.append(dict(video_id=f"r{i}", method="B", label=1, level=level))
+    recs = []
+    for r in rows:
+        npz = f"{r['method']}/{r['video_id']}.npz"
+        _write_npz(tmp_path / npz, r["level"])
+        recs.append(dict(video_id=r["video_id"], dataset="t", split="test", method=r["method"], label=r["label"],
+                         npz=npz, status="ok", reason=""))
+    recs.append(dict(video_id="f_pre", dataset="t", split="test", method="A", label=1, npz="", status="failed",
+                     reason="no face"))
+    recs.append(dict(video_id="f_missing", dataset="t", split="test", method="A", label=1, npz="A/none.npz",
+                     status="ok", reason=""))
+    (tmp_path / "A" / "bad.npz").write_bytes(b"not a zip")
+    recs.append(dict(video_id="f_corrupt", dataset="t", split="test", method="B", label=1, npz="A/bad.npz",
+                     status="ok", reason=""))
+    _write_npz(tmp_path / "real" / "short.npz", 50, n=5)
+    recs.append(dict(video_id="f_short", dataset="t", split="test", method="real", label=0, npz="real/short.npz",
+                     status="ok", reason=""))
+    return tmp_path, pd.DataFrame(recs)
+
+
+def test_scores_failures_and_reports(dataset, tmp_path):
+    root, manifest = dataset
+    videos, clips = score_videos(Brightness(), manifest, root, SPEC, batch_size=3, progress=False, amp="off")
+    failed = videos.set_index("video_id").loc[["f_pre", "f_missing", "f_corrupt", "f_short"]]
+    assert (failed["status"] == "failed").all() and failed["score"].isna().all()
+    assert failed.loc["f_pre", "reason"] == "preprocess: no face"
+    assert "unreadable" in failed.loc["f_corrupt", "reason"] and "too few frames" in failed.loc["f_short", "reason"]
+    ok = videos[videos["status"] == "ok"]
+    assert len(ok) == 7 and (ok["n_clips"] == 2).all() and len(clips) == 14
+    # video score is the mean of its clip scores
+    mean_clip = clips.groupby("row")["score"].mean()
+    assert np.allclose(ok["score"], mean_clip.loc[ok.index])
+
+    m = summarize(videos, clips)
+    assert m["videos"] == {"total": 11, "scored": 7, "failed": 4}
+    assert m["auc"]["A"] == pytest.approx(1.0)
+    # B fakes: level 65 beats the level-60 real only, level 200 beats all three -> 4 of 6 pairs
+    assert m["auc"]["B"] == pytest.approx(4 / 6)
+    out = tmp_path / "report"
+    metrics = write_dataset_report(out, videos, clips, "test")
+    write_json(tmp_path / "m.json", metrics)
+    back = json.loads((tmp_path / "m.json").read_text())
+    assert set(back["auc"]) == {"overall", "A", "B"} and back["n_fake"]["A"] == 2
+    assert (out / "roc.png").stat().st_size > 1000
+    assert sorted(p.name for p in (out / "roc").iterdir()) == ["A.csv", "B.csv", "overall.csv"]
+    assert len(pd.read_csv(out / "failures.csv")) == 4
+    assert "4 of 11 videos could not be scored" in describe_failures("t", videos)
+
+
+def test_clip_cap_is_evenly_spaced():
+    spec = ClipSpec(num_segments=4, frames_per_segment=8, num_frames=4, img_size=16, clips_per_video=3)
+    assert spec.starts() == [0, 16, 28]  # windows 0,4,..,28; indices 0, 3.5->4, 7
+    assert ClipSpec(2, 8, 8, 16, 8).starts() == [0, 8]
