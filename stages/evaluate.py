@@ -1,0 +1,57 @@
+"""DVC stages `eval_phase_a`, `eval_phase_b`, `eval_cross`: score the test videos with a trained model.
+
+    python stages/evaluate.py --phase a|b|cross [--params params.yaml] [--no-progress]
+
+Phase a / b: ``models/phase_<x>.pt`` on the test split of ``data.test`` ->
+``metrics/eval_phase_<x>.json`` (``auc.<method>``, ``auc.overall``, ap, eer, acc, clip_auc, counts)
+and ``plots/eval_phase_<x>/`` (scores.csv, clips.csv, failures.csv, roc/<method>.csv, auc.csv, roc.png).
+Cross: ``models/phase_b.pt`` on the test split of every dataset in ``data.cross`` ->
+``metrics/eval_cross.json`` (``auc.<dataset>`` ...) and ``plots/eval_cross/`` (one folder per dataset
+plus roc/<dataset>.csv, auc.csv, roc.png).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stfmamba.config import ConfigError, load_params
+from stfmamba.data.manifest import ManifestError
+from stfmamba.evaluation.run import evaluate_dataset, load_checkpoint, save_metrics, write_cross_summary
+
+PHASES = {  # phase -> (model file, metrics file, plots folder)
+    "a": ("models/phase_a.pt", "metrics/eval_phase_a.json", "plots/eval_phase_a"),
+    "b": ("models/phase_b.pt", "metrics/eval_phase_b.json", "plots/eval_phase_b"),
+    "cross": ("models/phase_b.pt", "metrics/eval_cross.json", "plots/eval_cross"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phase", choices=sorted(PHASES), required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    model_path, metrics_path, plots_dir = PHASES[args.phase]
+    try:
+        params = load_params(args.params)
+        model, cfg, _ = load_checkpoint(model_path)
+        root = Path(params.data.preprocessed_dir)
+        names = list(params.data.cross) if args.phase == "cross" else [params.data.test]
+        kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp, progress=not args.no_progress)
+        if args.phase == "cross":
+            results = [evaluate_dataset(model, cfg.model, n, root / n, Path(plots_dir) / n, **kw) for n in names]
+            metrics = write_cross_summary(plots_dir, results)
+        else:
+            metrics = evaluate_dataset(model, cfg.model, names[0], root / names[0], plots_dir, **kw).metrics
+        save_metrics(metrics_path, metrics)
+    except (ConfigError, ManifestError, FileNotFoundError, ValueError) as err:
+        print(f"evaluate: {err}", file=sys.stderr)
+        return 2
+    auc = metrics["auc"]
+    print(f"{metrics_path}: " + ", ".join(f"auc.{k}={'n/a' if v is None else f'{v:.4f}'}" for k, v in auc.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
