@@ -77,6 +77,8 @@ class DemoConfig:
     cross_dir: str = "data/demo/raw_cross" # cross-dataset demo (CSV list)
     clip_frames: int = field(default=120, metadata=_rng(8, 10000))
     seed: int = 0
+    splits_dir: str = "splits/demo"        # demo split lists (train/val/test.json)
+    max_videos_per_split: int = field(default=0, metadata=_rng(0, None))  # 0 = all; tests and tiny profiles use fewer
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ class TrainingConfig:
     max_bad_steps: int = field(default=5, metadata=_rng(1, 100000))
     checkpoint_dir: str = "checkpoints"
     durable_copy: str = "none"
+    checkpoint_every: int = field(default=50, metadata=_rng(1, None))  # optimizer steps between resume checkpoints (and each epoch end)
 
     def __post_init__(self) -> None:
         if self.qp_min > self.qp_max:

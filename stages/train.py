@@ -1,0 +1,41 @@
+"""Stage train_phase_a / train_phase_b: Video-SBI training of one phase.
+
+    python stages/train.py --phase a          # single process
+    torchrun --nproc_per_node 8 stages/train.py --phase b   # DDP (multi-node: add --nnodes/--rdzv_endpoint)
+
+Reads params.yaml (model, features, training, budget, data.train); writes models/phase_<x>.pt (best
+SBI-val AUC), metrics/train_phase_<x>.json, dvclive/phase_<x>/ and resume checkpoints in
+<training.checkpoint_dir>/phase_<x>/ (a DVC persist output: rerunning the stage resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from stfmamba.config import load_params
+from stfmamba.training import PHASES, TrainPaths, train
+from stfmamba.training.distributed import teardown
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phase", required=True, choices=sorted(PHASES))
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--models-dir", default="models")
+    ap.add_argument("--metrics-dir", default="metrics")
+    ap.add_argument("--live-dir", default="dvclive")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    params = load_params(args.params)
+    paths = TrainPaths.for_phase(params, args.phase, args.models_dir, args.metrics_dir, args.live_dir)
+    try:
+        m = train(params, args.phase, paths)
+    finally:
+        teardown()
+    logging.getLogger("train").info("phase %s done: best SBI-val AUC %.4f (epoch %s), %d steps, %.0f s%s",
+                                    args.phase, m["best_val_auc"], m["best_epoch"], m["steps"], m["wall_time_s"],
+                                    " (stopped by budget)" if m["budget_stopped"] else "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""The Phase A / Phase B trainer (Video-SBI, model selection on SBI-validation AUC).
+
+Phases (registry :data:`PHASES`): ``a`` trains the V7.3 architecture with the V8 training fixes
+from scratch; ``b`` trains the V8.0 model, initialised from ``models/phase_a.pt`` with
+:func:`~stfmamba.models.checkpoint.load_flexible` (every key whose name and shape match; the rest
+is reported and logged).
+
+One optimizer step: ``accum_steps`` micro-batches of ``batch_size`` real clips + their fakes
+(``2·batch_size`` clips), bf16 autocast where the hardware has it, :class:`STFV8Loss`, gradient
+clipping, AdamW with weight-decay groups, warm-up then cosine (per step). A non-finite loss or
+gradient norm skips the step (counted); ``max_bad_steps`` in a row raise
+:class:`TrainingDiverged`. After each epoch the SBI-validation AUC (sklearn) decides whether the
+model is saved as the phase's best (``save_model_file``). Resume checkpoints
+(:mod:`stfmamba.training.state`) every ``checkpoint_every`` steps and at each epoch end; a
+restart resumes from the exact batch, optimizer step and RNG state. The budget tracker stops the
+run cleanly (checkpoint written, best model kept, ``budget_stopped`` in the metrics).
+
+Runs single-process or under ``torchrun`` (DDP; rank 0 validates, logs and writes files).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from stfmamba.config import Params, STFV8Config, TrainingConfig, to_dict
+from stfmamba.data.dataset import VideoSBIDataset
+from stfmamba.training import distributed as D
+from stfmamba.training.budget import BudgetTracker
+from stfmamba.training.optim import build_optimizer, build_scheduler
+from stfmamba.training.state import find_resume, load_resume, rng_state, save_resume, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row."""
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """What distinguishes the training phases."""
+    name: str
+    make_config: Callable[[Params], STFV8Config]
+    epochs: Callable[[TrainingConfig], int]
+    lr: Callable[[TrainingConfig], float]
+    init_from: str | None   # phase whose model file initialises this one
+
+
+PHASES: dict[str, PhaseSpec] = {
+    "a": PhaseSpec("a", STFV8Config.phase_a, lambda t: t.epochs_phase_a, lambda t: t.lr, None),
+    "b": PhaseSpec("b", STFV8Config.phase_b, lambda t: t.epochs_phase_b, lambda t: t.lr_phase_b, "a"),
+}
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where a phase reads and writes (all relative to the project root unless absolute)."""
+    model_out: Path        # models/phase_x.pt (best SBI-val AUC)
+    metrics_out: Path      # metrics/train_phase_x.json
+    live_dir: Path         # dvclive/phase_x
+    ckpt_dir: Path         # <training.checkpoint_dir>/phase_x (DVC persist output)
+    durable_dir: Path | None  # <training.durable_copy>/phase_x or None
+    init_model: Path | None   # models/phase_a.pt for phase b
+
+    @classmethod
+    def for_phase(cls, params: Params, phase: str, models_dir: str | Path = "models",
+                  metrics_dir: str | Path = "metrics", live_root: str | Path = "dvclive") -> "TrainPaths":
+        spec = PHASES[phase]
+        tr = params.training
+        durable = None if tr.durable_copy in ("", "none") else Path(tr.durable_copy) / f"phase_{phase}"
+        init = Path(models_dir) / f"phase_{spec.init_from}.pt" if spec.init_from else None
+        return cls(Path(models_dir) / f"phase_{phase}.pt", Path(metrics_dir) / f"train_phase_{phase}.json",
+                   Path(live_root) / f"phase_{phase}", Path(tr.checkpoint_dir) / f"phase_{phase}", durable, init)
+
+
+class SkipSampler(Sampler):
+    """The first ``skip`` indices of ``base`` dropped (resuming mid-epoch without loading them)."""
+
+    def __init__(self, base: Sampler, skip: int):
+        self.base, self.skip = base, skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, idx in enumerate(self.base):
+            if i >= self.skip:
+                yield idx
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+# --------------------------------------------------------------------------- helpers
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX)."""
+    fn = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((fn and fn()) or (amx and amx()))
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``training.amp``: ``auto`` = bf16 on CUDA with bf16 and on bf16 CPUs, else off."""
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _atomic_json(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate_sbi(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+                 amp: torch.dtype | None) -> dict[str, float]:
+    """SBI-validation AUC and loss-free accuracy of ``model`` on a :class:`VideoSBIDataset` loader.
+
+    Returns:
+        ``{"auc": float, "acc": float, "n_clips": int}``.
+    """
+    model.eval()
+    scores, labels = [], []
+    for batch in loader:
+        x = batch["x"].flatten(0, 1).to(device)       # (2B, 3, T, H, W)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(x)["logits"]
+        scores.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
+        labels.append(batch["y"].flatten())
+    s, y = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    ok = np.isfinite(s)
+    auc = float(roc_auc_score(y[ok], s[ok])) if ok.all() and len(set(y)) == 2 else float("nan")
+    return {"auc": auc, "acc": float(((s > 0.5) == (y == 1)).mean()), "n_clips": int(len(y))}
+
+
+def _recovery_hint(tr: TrainingConfig) -> str:
+    return (f"lower training.lr (now {tr.lr}, phase b: {tr.lr_phase_b}), lengthen training.warmup_epochs "
+            f"(now {tr.warmup_epochs}), or raise training.qp_min (now {tr.qp_min}) so the H.264 augmentation "
+            "is less destructive; then rerun: training resumes from the last good checkpoint")
+
+
+# --------------------------------------------------------------------------- main loop
+def train(params: Params, phase: str, paths: TrainPaths) -> dict:
+    """Train one phase; returns the metrics dict (also written to ``paths.metrics_out`` by rank 0).
+
+    Args:
+        params: the validated ``params.yaml``.
+        phase: a key of :data:`PHASES`.
+        paths: inputs and outputs of the phase.
+
+    Returns:
+        Metrics: best_val_auc, best_epoch, epochs, steps, skipped_steps, budget_stopped, wall_time_s, ...
+    """
+    from stfmamba.models import build_model
+    from stfmamba.models.checkpoint import load_flexible, load_model_file, save_model_file
+    from stfmamba.models.losses import STFV8Loss
+
+    if phase not in PHASES:
+        raise KeyError(f"unknown phase '{phase}' (known: {sorted(PHASES)})")
+    spec, tr = PHASES[phase], params.training
+    t0 = time.monotonic()
+    info = D.setup()
+    device = info.device
+    seed_everything(tr.seed)
+    cfg = spec.make_config(params)
+    amp = resolve_amp(tr.amp, device)
+
+    model = build_model(cfg).to(device)
+    if tr.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise RuntimeError("training.grad_checkpointing is true but the model has no set_grad_checkpointing()")
+        model.set_grad_checkpointing(True)
+    loss_fn = STFV8Loss(cfg)
+
+    train_ds = VideoSBIDataset.from_params(params, "train", True, cfg.features)
+    val_ds = VideoSBIDataset.from_params(params, "val", False, cfg.features) if info.is_main else None
+    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=tr.seed, drop_last=False)
+    batches_per_epoch = math.ceil(len(sampler) / tr.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / tr.accum_steps)
+    epochs = spec.epochs(tr)
+    optimizer = build_optimizer(model, spec.lr(tr), tr.weight_decay)
+    scheduler = build_scheduler(optimizer, tr.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept for fp16 ports
+
+    st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_auc": -1.0, "best_epoch": -1, "skipped_steps": 0,
+          "bad_in_row": 0, "hours": 0.0, "history": [], "loss_sum": 0.0, "loss_n": 0, "init_report": None}
+    resume_path = find_resume(paths.ckpt_dir, paths.durable_dir)
+    resumed_from = None
+    if resume_path is not None:
+        ck = load_resume(resume_path)
+        if ck["config"] != to_dict(cfg):
+            raise RuntimeError(f"{resume_path}: resume checkpoint was made with a different model/training "
+                               f"config; delete {paths.ckpt_dir} to start phase {phase} from scratch")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"])
+        st.update(ck["trainer"])
+        resumed_from = st["step"]
+        if info.is_main:
+            log.info("resumed phase %s from %s at epoch %d batch %d step %d", phase, resume_path, st["epoch"],
+                     st["batch_in_epoch"], st["step"])
+    elif spec.init_from:
+        if paths.init_model is None or not paths.init_model.is_file():
+            raise FileNotFoundError(f"{paths.init_model}: phase {phase} starts from phase {spec.init_from}'s model; "
+                                    f"run `dvc repro train_phase_{spec.init_from}` first")
+        src_model, _, _ = load_model_file(paths.init_model)
+        rep = load_flexible(model, src_model.state_dict())
+        st["init_report"] = {"from": str(paths.init_model), "missing": list(rep.missing),
+                             "unexpected": list(rep.unexpected), "mismatched": [str(m) for m in rep.mismatched]}
+        if info.is_main:
+            n_total = len(model.state_dict())
+            log.info("phase %s initialised from %s: %d/%d tensors loaded; new (missing): %d, unused: %d, "
+                     "shape-mismatched: %d", phase, paths.init_model, n_total - len(rep.missing), n_total,
+                     len(rep.missing), len(rep.unexpected), len(rep.mismatched))
+            for k in rep.missing:
+                log.info("  new: %s", k)
+    model = model.to(device)
+    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.distributed else model
+    budget = BudgetTracker(params.budget, hours_before=st["hours"])
+
+    live = None
+    if info.is_main:
+        from dvclive import Live
+        live = Live(str(paths.live_dir), resume=resumed_from is not None, save_dvc_exp=False, dvcyaml=False)
+        live.log_params({"phase": phase, "describe": cfg.describe(), "config": to_dict(cfg),
+                         "budget": to_dict(params.budget), "world_size": info.world_size,
+                         "amp": str(amp), "train_videos": len(train_ds.videos),
+                         "excluded_videos": len(train_ds.excluded)})
+        if st["init_report"] is not None and resumed_from is None:
+            live.log_params({"init_from": st["init_report"]})
+    val_loader = (DataLoader(val_ds, batch_size=tr.batch_size, shuffle=False, num_workers=tr.num_workers)
+                  if val_ds is not None else None)
+
+    def checkpoint() -> None:
+        if not info.is_main:
+            return
+        st["hours"] = budget.hours
+        save_resume({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                     "config": to_dict(cfg), "trainer": dict(st), "step": st["step"], "epoch": st["epoch"],
+                     "batch_in_epoch": st["batch_in_epoch"]}, paths.ckpt_dir, paths.durable_dir)
+
+    def validate_and_select() -> dict:
+        res = evaluate_sbi(model, val_loader, device, amp)
+        auc = res["auc"]
+        if st["best_epoch"] < 0 or (math.isfinite(auc) and auc > st["best_auc"]):
+            st["best_auc"], st["best_epoch"] = (auc if math.isfinite(auc) else -1.0), st["epoch"]
+            save_model_file(paths.model_out, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
+                            val_auc=auc, describe=cfg.describe())
+        return res
+
+    budget_stopped = False
+    params_list = [p for p in model.parameters() if p.requires_grad]
+    while st["epoch"] < epochs and not budget_stopped:
+        epoch = st["epoch"]
+        train_ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        start_batch = st["batch_in_epoch"]
+        loader = DataLoader(train_ds, batch_size=tr.batch_size, num_workers=tr.num_workers,
+                            sampler=SkipSampler(sampler, start_batch * tr.batch_size),
+                            generator=torch.Generator().manual_seed(tr.seed + epoch),
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        net.train()
+        bar = tqdm(total=batches_per_epoch, initial=start_batch, disable=not info.is_main,
+                   desc=f"phase {phase} epoch {epoch + 1}/{epochs}", leave=False)
+        optimizer.zero_grad(set_to_none=True)
+        micro_loss = 0.0
+        for b, batch in enumerate(loader, start=start_batch):
+            x = batch["x"].flatten(0, 1).to(device, non_blocking=True)   # (2B, 3, T, H, W)
+            y = batch["y"].flatten().to(device)                           # (2B,)
+            last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == batches_per_epoch
+            sync = net.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    out = net(x)
+                    loss, parts = loss_fn(out, y)
+                (loss / tr.accum_steps).backward()
+            micro_loss += float(loss.detach()) / tr.accum_steps
+            bar.update(1)
+            if not last_micro:
+                continue
+            gnorm = torch.nn.utils.clip_grad_norm_(params_list, tr.grad_clip if tr.grad_clip > 0 else float("inf"))
+            bad = D.any_rank(not (math.isfinite(micro_loss) and math.isfinite(float(gnorm))), info)
+            if bad:
+                st["skipped_steps"] += 1
+                st["bad_in_row"] += 1
+                optimizer.zero_grad(set_to_none=True)
+                log.warning("non-finite loss/grad at step %d (loss=%s, grad_norm=%s): step skipped (%d in a row)",
+                            st["step"], micro_loss, float(gnorm), st["bad_in_row"])
+                if st["bad_in_row"] >= tr.max_bad_steps:
+                    raise TrainingDiverged(f"{st['bad_in_row']} non-finite steps in a row (training.max_bad_steps="
+                                           f"{tr.max_bad_steps}) at step {st['step']}: {_recovery_hint(tr)}")
+            else:
+                optimizer.step()
+                st["bad_in_row"] = 0
+                st["loss_sum"] += micro_loss
+                st["loss_n"] += 1
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            budget.step()
+            st["step"] += 1
+            st["batch_in_epoch"] = b + 1
+            if info.is_main:
+                bar.set_postfix(loss=f"{micro_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            micro_loss = 0.0
+            budget_stopped = D.any_rank(budget.should_stop(), info)
+            if budget_stopped or st["step"] % tr.checkpoint_every == 0:
+                checkpoint()
+            if budget_stopped:
+                if info.is_main:
+                    log.warning("budget: %.2f of %.2f spent (limit %.2f with safety margin): stopping phase %s "
+                                "cleanly at step %d", budget.spent, params.budget.max_budget, budget.limit,
+                                phase, st["step"])
+                break
+        bar.close()
+        epoch_done = not budget_stopped or st["batch_in_epoch"] >= batches_per_epoch
+        if info.is_main and (epoch_done or st["best_epoch"] < 0):
+            train_loss = st["loss_sum"] / max(1, st["loss_n"])
+            res = validate_and_select()
+            st["history"].append({"epoch": epoch, "train_loss": train_loss, "val_auc": res["auc"],
+                                  "val_acc": res["acc"], "lr": scheduler.get_last_lr()[0], "step": st["step"]})
+            live.log_metric("train/loss", train_loss)
+            live.log_metric("train/lr", scheduler.get_last_lr()[0])
+            live.log_metric("train/skipped_steps", st["skipped_steps"])
+            live.log_metric("val/sbi_auc", res["auc"])
+            live.log_metric("val/sbi_acc", res["acc"])
+            live.log_metric("budget/spent", budget.spent)
+            live.next_step()
+            log.info("phase %s epoch %d: train loss %.4f, SBI-val AUC %.4f (best %.4f @ %d)", phase, epoch + 1,
+                     train_loss, res["auc"], st["best_auc"], st["best_epoch"] + 1)
+        if epoch_done:
+            st.update(epoch=epoch + 1, batch_in_epoch=0, loss_sum=0.0, loss_n=0)
+            checkpoint()
+        D.barrier(info)
+
+    metrics = {"phase": phase, "best_val_auc": st["best_auc"], "best_epoch": st["best_epoch"] + 1,
+               "epochs": st["epoch"], "steps": st["step"], "skipped_steps": st["skipped_steps"],
+               "budget_stopped": budget_stopped, "budget_spent": budget.spent,
+               "wall_time_s": time.monotonic() - t0, "resumed_from_step": resumed_from,
+               "world_size": info.world_size, "amp": str(amp).replace("torch.", ""),
+               "train_videos": len(train_ds.videos), "excluded_videos": len(train_ds.excluded),
+               "last_train_loss": st["history"][-1]["train_loss"] if st["history"] else None}
+    if st["init_report"] is not None:
+        metrics["init_new_tensors"] = len(st["init_report"]["missing"])
+        metrics["init_unused_tensors"] = len(st["init_report"]["unexpected"])
+        metrics["init_mismatched_tensors"] = len(st["init_report"]["mismatched"])
+    if info.is_main:
+        _atomic_json(metrics, paths.metrics_out)
+        live.end()
+    D.barrier(info)
+    return metrics
