@@ -1,0 +1,74 @@
+"""Per-frame stems: the default strided-conv stem and an optional timm ConvNeXt V2 trunk.
+
+Both return ``(stem_feats, trunk_feats)``: ``stem_feats (B·T, H/2, W/2, stem_dim)`` feed the
+wavelet branch, ``trunk_feats (B·T, H/4, W/4, stage1_dim)`` feed stage 1.
+
+``pretrained`` of the timm trunk: ``none`` (random init), ``hub`` (download through timm /
+Hugging Face Hub — needs network) or a path to a local weights file (``.pth``/``.bin``/
+``.safetensors`` holding the timm model's ``state_dict``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerNorm
+from torch import nn
+
+__all__ = ["ConvStem", "TimmTrunk"]
+
+
+class ConvStem(nn.Module):
+    """Two strided 3×3 convs per frame (spatial only): ``3 → stem_dim`` at H/2, ``→ stage1_dim`` at H/4."""
+
+    def __init__(self, stem_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(stem_dim, out_dim, 3, stride=2, padding=1)
+        self.norm = LayerNorm(out_dim)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/4, W/4, out_dim)``."""
+        s = F.gelu(self.conv1(frames))
+        trunk = self.conv2(s)
+        return s.permute(0, 2, 3, 1), self.norm(trunk.permute(0, 2, 3, 1))
+
+
+class TimmTrunk(nn.Module):
+    """A light conv for the wavelet branch plus a timm ConvNeXt V2 (first stage, stride 4) for stage 1."""
+
+    def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int) -> None:
+        super().__init__()
+        import timm
+
+        if not name.startswith("convnextv2"):
+            raise ValueError(f"model.spatial_backbone={name!r}: only the timm ConvNeXt V2 family "
+                             "(e.g. convnextv2_atto, convnextv2_nano) is supported")
+        kwargs = dict(features_only=True, out_indices=(0,))
+        if pretrained == "none":
+            self.net = timm.create_model(name, pretrained=False, **kwargs)
+        elif pretrained == "hub":
+            try:
+                self.net = timm.create_model(name, pretrained=True, **kwargs)
+            except Exception as err:  # network / hub errors come in many types
+                raise RuntimeError(
+                    f"model.pretrained=hub: could not download weights for {name!r} ({type(err).__name__}: "
+                    f"{err}). Without network, download the weights elsewhere and set model.pretrained "
+                    "to the local file path, or use pretrained=none") from None
+        else:
+            path = Path(pretrained)
+            if not path.is_file():
+                raise FileNotFoundError(f"model.pretrained={pretrained!r}: no such weights file; give the "
+                                        "path of a timm state_dict (.pth/.safetensors), 'hub' or 'none'")
+            self.net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                                         **kwargs)
+        self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
+        self.proj = nn.Linear(self.net.feature_info.channels()[0], out_dim)
+        self.norm = LayerNorm(out_dim)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/4, W/4, out_dim)``."""
+        s = F.gelu(self.conv1(frames))
+        trunk = self.net(frames)[0]                                   # (B·T, C0, H/4, W/4)
+        return s.permute(0, 2, 3, 1), self.norm(self.proj(trunk.permute(0, 2, 3, 1)))

@@ -1,0 +1,93 @@
+"""Hydra: bidirectional sequence mixing with a quasiseparable matrix (Hwang et al., 2024).
+
+    M(X) = shift(SS(X)) + flip(shift(SS(flip(X)))) + D·X
+
+``SS`` is a Mamba-2 style SSM with a scalar decay per head (SSD), ``shift`` moves the output one
+step forward (zero at t = 0), ``flip`` reverses time. The forward and flipped sequences go
+through ONE SSD call, concatenated along the batch axis; ``A`` and the input-dependent ``B``,
+``C`` are shared between directions, ``dt`` has one projection per direction.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import RmsNorm
+from torch import nn
+
+from stfmamba.models.mamba import init_dt_bias
+from stfmamba.models.sdim import AdaptiveStateGate
+from stfmamba.ops.ssd import mamba_chunk_scan_combined
+
+__all__ = ["HydraMixer", "hydra_mix"]
+
+
+def _shift(y: torch.Tensor) -> torch.Tensor:
+    """``y_t -> y_{t-1}`` along axis 1, zero at t = 0."""
+    return F.pad(y[:, :-1], (0, 0) * (y.dim() - 2) + (1, 0))
+
+
+def hydra_mix(x: torch.Tensor, dt_fw: torch.Tensor, dt_bw: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+              C: torch.Tensor, D: torch.Tensor, dt_bias: Optional[torch.Tensor] = None,
+              dt_softplus: bool = False, chunk_size: int = 64, backend: str = "auto") -> torch.Tensor:
+    """The quasiseparable token mixing of Hydra.
+
+    Args:
+        x: ``(B, L, H, P)``. dt_fw, dt_bw: ``(B, L, H)`` (both in the original time order).
+        A: ``(H,)``. B, C: ``(B, L, G, N)``. D: ``(H,)``. dt_bias: ``(H,)``.
+
+    Returns:
+        ``(B, L, H, P)``.
+    """
+    flip = lambda t: t.flip(1)  # noqa: E731
+    y2 = mamba_chunk_scan_combined(torch.cat([x, flip(x)]), torch.cat([dt_fw, flip(dt_bw)]), A,
+                                   torch.cat([B, flip(B)]), torch.cat([C, flip(C)]), chunk_size,
+                                   dt_bias=dt_bias, dt_softplus=dt_softplus, backend=backend)
+    y_fw, y_bw = y2.chunk(2)
+    return _shift(y_fw) + flip(_shift(y_bw)) + x * D.to(x.dtype)[:, None]
+
+
+class HydraMixer(nn.Module):
+    """Hydra token mixer over ``(B, L, d_model)`` sequences (one group of ``B``/``C``).
+
+    Args:
+        d_model: channels. d_state: ``N``. d_conv: width of the non-causal depthwise conv (rounded up to odd).
+        expand: ``d_inner = expand · d_model``. headdim: ``P``; ``nheads = d_inner / P``.
+        adaptive_sdim: gate the state channels. chunk_size: SSD chunk length.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 headdim: int = 32, adaptive_sdim: bool = False, chunk_size: int = 64,
+                 backend: str = "auto") -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        if self.d_inner % headdim:
+            raise ValueError(f"HydraMixer: expand·d_model = {self.d_inner} is not a multiple of "
+                             f"model.headdim = {headdim}; pick a headdim that divides it")
+        self.nheads, self.headdim, self.d_state = self.d_inner // headdim, headdim, d_state
+        self.chunk_size, self.backend = chunk_size, backend
+        conv_dim = self.d_inner + 2 * d_state
+        self.in_proj = nn.Linear(d_model, self.d_inner + conv_dim + 2 * self.nheads)
+        k = 2 * (d_conv // 2) + 1                                     # odd, centred: non-causal
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, k, groups=conv_dim, padding=k // 2)
+        self.dt_bias = nn.Parameter(init_dt_bias(self.nheads))
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(self.nheads))
+        self.norm = RmsNorm(self.d_inner, eps=1e-5)
+        self.out_proj = nn.Linear(self.d_inner, d_model)
+        self.state_gate = AdaptiveStateGate(d_state) if adaptive_sdim else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(B, L, d_model)`` -> ``(B, L, d_model)``."""
+        z, xbc, dt = self.in_proj(x).split([self.d_inner, self.d_inner + 2 * self.d_state, 2 * self.nheads], -1)
+        xbc = F.silu(rearrange(self.conv1d(rearrange(xbc, "b l c -> b c l")), "b c l -> b l c"))
+        xs, Bm, Cm = xbc.split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        if self.state_gate is not None:
+            Cm = Cm * self.state_gate()[0].to(Cm.dtype)
+        y = hydra_mix(rearrange(xs, "b l (h p) -> b l h p", p=self.headdim), dt[..., :self.nheads],
+                      dt[..., self.nheads:], -torch.exp(self.A_log.float()), Bm[:, :, None], Cm[:, :, None],
+                      self.D, self.dt_bias, dt_softplus=True, chunk_size=self.chunk_size, backend=self.backend)
+        y = rearrange(y, "b l h p -> b l (h p)").to(z.dtype)
+        return self.out_proj(self.norm(y * F.silu(z)))

@@ -1,0 +1,84 @@
+"""Training losses: cross-entropy with label smoothing + HLL term + adaptive-sdim penalty.
+
+``STFV8Loss(cfg)(outputs, labels) -> (total, parts)``::
+
+    total = CE_ls(logits, labels) + hll_loss_weight · HLL + sdim_l1_weight · aux_losses["sdim_l1"]
+
+HLL term (per-sample energy ``e = hll_energy``, or ``hll_energy / all_band_energy`` with
+``use_hll_normalization``):
+
+* ``use_contrastive_hll``: ``relu(margin − (mean e_fake − mean e_real))`` — fakes (temporal
+  flicker from the blending) should carry more HLL energy than reals, by a margin.
+* otherwise (V7.3): ``MSE(HLL_real, 0) = mean over reals of e`` (``hll_energy`` is already a mean square).
+
+A batch without one of the classes the term needs contributes exactly zero (no NaN).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stfmamba.config import STFV8Config
+
+__all__ = ["ContrastiveHLLLoss", "RealHLLLoss", "STFV8Loss"]
+
+_EPS = 1e-8
+
+
+def _energy(outputs: dict, normalize: bool) -> torch.Tensor:
+    e = outputs["hll_energy"].float()
+    return e / (outputs["all_band_energy"].float() + _EPS) if normalize else e
+
+
+class ContrastiveHLLLoss(nn.Module):
+    """``relu(margin − (E_fake − E_real))``; zero when the batch lacks reals or fakes."""
+
+    def __init__(self, margin: float = 0.1, normalize: bool = True) -> None:
+        super().__init__()
+        self.margin, self.normalize = margin, normalize
+
+    def forward(self, outputs: dict, labels: torch.Tensor) -> torch.Tensor:
+        """outputs: the model's dict; labels: ``(B,)`` 0 real / 1 fake -> scalar."""
+        e = _energy(outputs, self.normalize)
+        real, fake = labels == 0, labels == 1
+        if not (real.any() and fake.any()):
+            return e.sum() * 0.0
+        return F.relu(self.margin - (e[fake].mean() - e[real].mean()))
+
+
+class RealHLLLoss(nn.Module):
+    """V7.3 ``MSE(HLL_real, 0)``; zero when the batch has no real clip."""
+
+    def __init__(self, normalize: bool = False) -> None:
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, outputs: dict, labels: torch.Tensor) -> torch.Tensor:
+        e = _energy(outputs, self.normalize)
+        real = labels == 0
+        return e[real].mean() if real.any() else e.sum() * 0.0
+
+
+class STFV8Loss(nn.Module):
+    """The full training loss; parts are returned as floats for logging."""
+
+    def __init__(self, cfg: STFV8Config) -> None:
+        super().__init__()
+        t, f = cfg.training, cfg.features
+        self.label_smoothing = t.label_smoothing
+        self.hll_weight, self.sdim_weight = t.hll_loss_weight, t.sdim_l1_weight
+        self.hll = (ContrastiveHLLLoss(t.hll_margin, f.use_hll_normalization) if f.use_contrastive_hll
+                    else RealHLLLoss(f.use_hll_normalization))
+
+    def forward(self, outputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """outputs: model dict; labels: ``(B,)`` int64 -> ``(total, {"ce", "hll", "sdim_l1", "total"})``."""
+        labels = labels.long()
+        ce = F.cross_entropy(outputs["logits"].float(), labels, label_smoothing=self.label_smoothing)
+        hll = self.hll(outputs, labels)
+        sdim = outputs.get("aux_losses", {}).get("sdim_l1")
+        sdim = ce.new_zeros(()) if sdim is None else sdim.float()
+        total = ce + self.hll_weight * hll + self.sdim_weight * sdim
+        parts = {"ce": float(ce.detach()), "hll": float(hll.detach()), "sdim_l1": float(sdim.detach()),
+                 "total": float(total.detach())}
+        return total, parts

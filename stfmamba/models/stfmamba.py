@@ -1,0 +1,121 @@
+"""STF-Mamba: a spatio-temporal-frequency backbone for video deepfake detection.
+
+``x: (B, 3, T, H, W)`` → stem (per-frame strided convs, H/4) → wavelet branch (3D Symlet-2 DWT
+of the H/2 stem features) fused into stage-1 features (HLL gating in V7.3, Wavelet-Selective
+Scan with ``use_wss``) → four stages (2× spatial downsample between them, time kept) of
+spatio-temporal blocks → global average pool over (T, H, W) → LayerNorm → dropout → linear (2).
+
+V7.3 = every V8 flag off: temporal mixers DCConv3D (stages 1–2), Bi-Mamba (3), attention over
+all tokens (4). Each V8 flag switches its module on independently (``use_hydra``, ``use_mamer``,
+``use_wss``, ``use_adaptive_sdim``). See ``docs/model.md`` for the checkpoint key layout.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from einops import rearrange
+from timm.layers import LayerNorm, trunc_normal_
+from torch import nn
+
+from stfmamba.config import STFV8Config
+from stfmamba.models.backbone import ConvStem, TimmTrunk
+from stfmamba.models.blocks import Stage, temporal_plan
+from stfmamba.models.frequency import FREQUENCY_FUSION, WaveletBranch
+from stfmamba.models.sdim import AdaptiveStateGate
+
+__all__ = ["STFMamba", "build_model", "DEFAULT_SPATIAL_MIXER"]
+
+DEFAULT_SPATIAL_MIXER = "conv3x3"
+
+
+class STFMamba(nn.Module):
+    """The backbone + head, built from an :class:`~stfmamba.config.STFV8Config`.
+
+    Args:
+        cfg: model sizes (``cfg.model``) and architecture flags (``cfg.features``).
+        spatial_mixer: name in :data:`stfmamba.models.mixers.SPATIAL_MIXERS`.
+        grad_checkpointing: recompute every block in the backward pass (saves activation memory).
+    """
+
+    def __init__(self, cfg: STFV8Config, spatial_mixer: str = DEFAULT_SPATIAL_MIXER,
+                 grad_checkpointing: bool = False) -> None:
+        super().__init__()
+        m, f = cfg.model, cfg.features
+        self.cfg = cfg
+        if m.spatial_backbone == "none":
+            self.stem = ConvStem(m.stem_dim, m.stage1_dim)
+        else:
+            self.stem = TimmTrunk(m.spatial_backbone, m.pretrained, m.stem_dim, m.stage1_dim)
+        self.wavelet = WaveletBranch(m.stem_dim, m.dwt_channels)
+        self.fusion_kind = "wss" if f.use_wss else "hll_gate"
+        self.fusion = nn.ModuleDict({self.fusion_kind: FREQUENCY_FUSION[self.fusion_kind](
+            m.dwt_channels, m.stage1_dim, m, f.use_adaptive_sdim)})
+        self.plan = temporal_plan(f, m.depths)
+        rates = torch.linspace(0, m.drop_path_rate, max(1, sum(m.depths))).tolist()
+        self.stages = nn.ModuleList()
+        in_dim, k = m.stage1_dim, 0
+        for i, (dim, names) in enumerate(zip(m.dims, self.plan)):
+            self.stages.append(Stage(in_dim, dim, names, m, f.use_adaptive_sdim, rates[k:k + len(names)],
+                                     downsample=i > 0, spatial=spatial_mixer))
+            in_dim, k = dim, k + len(names)
+        self.norm = LayerNorm(in_dim)
+        self.head_drop = nn.Dropout(m.dropout)
+        self.head = nn.Linear(in_dim, 2)
+        self.apply(_init_weights)
+        self.set_grad_checkpointing(grad_checkpointing)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Per-block activation checkpointing (timm's method name)."""
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def state_gates(self) -> dict[str, AdaptiveStateGate]:
+        """Every adaptive-sdim gate by module name (empty without ``use_adaptive_sdim``)."""
+        return {n: mod for n, mod in self.named_modules() if isinstance(mod, AdaptiveStateGate)}
+
+    def effective_state_sizes(self) -> dict[str, float]:
+        """Open state channels per SSM layer (for logging), e.g. ``{'stages.2.blocks.0…state_gate': 6.0}``."""
+        return {n: g.effective_size() for n, g in self.state_gates().items()}
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: ``(B, 3, T, H, W)`` -> pooled features ``(B, C4)``, hll_energy ``(B,)``, all_band_energy ``(B,)``."""
+        b = x.shape[0]
+        frames = rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
+        stem, trunk = self.stem(frames)                               # (B·T, H/2, W/2, Cs), (B·T, H/4, W/4, C1)
+        stem = rearrange(stem, "(b t) h w c -> b t h w c", b=b)
+        feats = rearrange(trunk, "(b t) h w c -> b t h w c", b=b)
+        bands, hll_energy, all_energy = self.wavelet(stem)           # (B, Cd, 8, T', H', W')
+        feats = self.fusion[self.fusion_kind](feats, bands)
+        for stage in self.stages:
+            feats = stage(feats)                                      # (B, T, h_i, w_i, C_i)
+        return self.norm(feats.mean(dim=(1, 2, 3))), hll_energy, all_energy
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """x: ``(B, 3, T, H, W)`` ImageNet-normalised clips.
+
+        Returns:
+            ``logits (B, 2)``, ``hll_energy (B,)``, ``all_band_energy (B,)`` (fp32) and
+            ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty).
+        """
+        pooled, hll_energy, all_energy = self.forward_features(x)
+        logits = self.head(self.head_drop(pooled))
+        gates = list(self.state_gates().values())
+        aux = {"sdim_l1": torch.stack([g.l1() for g in gates]).mean()} if gates else {}
+        return {"logits": logits, "hll_energy": hll_energy, "all_band_energy": all_energy, "aux_losses": aux}
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear) and not getattr(module, "_no_reinit", False):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def build_model(cfg: STFV8Config, grad_checkpointing: Optional[bool] = None,
+                spatial_mixer: str = DEFAULT_SPATIAL_MIXER) -> STFMamba:
+    """Build :class:`STFMamba`; ``grad_checkpointing`` defaults to ``cfg.training.grad_checkpointing``."""
+    if grad_checkpointing is None:
+        grad_checkpointing = cfg.training.grad_checkpointing
+    return STFMamba(cfg, spatial_mixer=spatial_mixer, grad_checkpointing=grad_checkpointing)
