@@ -1,0 +1,140 @@
+"""Hardware profiles: rewrite the values of ``params.yaml`` that differ between machines.
+
+    python -m stfmamba.profiles list
+    python -m stfmamba.profiles show a100            # what would change
+    python -m stfmamba.profiles apply a100           # or rtx4090 | demo
+
+A profile is ``profiles/<name>.yaml``: a partial ``params.yaml`` whose values replace (or add)
+the same keys; ``key: null`` removes a key (the demo profile drops the pod datasets that way). The rewrite is a round trip through ``ruamel.yaml``, so comments, key order and
+untouched values stay as they are; the result is validated with :func:`stfmamba.config.from_dict`
+before ``params.yaml`` is replaced (atomically). DVC tracks every value, so after ``apply`` a
+``dvc repro`` (or ``dvc exp run``) reruns exactly the stages whose params changed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from stfmamba.config import ConfigError, Params, from_dict
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def available(profiles_dir: Path = PROFILES_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(profiles_dir).glob("*.yaml"))
+
+
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict[str, Any]:
+    """The overrides of profile ``name`` as a nested dict."""
+    path = Path(profiles_dir) / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: profile '{name}' not found (available: {', '.join(available(profiles_dir))})")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of params.yaml sections")
+    return data
+
+
+def _to_ruamel(value: Any) -> Any:
+    """Plain value -> ruamel node; lists in flow style (``[a, b]``) like params.yaml writes them."""
+    if isinstance(value, dict):
+        m = CommentedMap()
+        for k, v in value.items():
+            m[k] = _to_ruamel(v)
+        return m
+    if isinstance(value, list):
+        s = CommentedSeq(_to_ruamel(v) for v in value)
+        s.fa.set_flow_style()
+        return s
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def merge(doc: CommentedMap, overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Apply ``overrides`` to ``doc`` in place; returns ``[(key, old, new), ...]`` of real changes."""
+    changes = []
+    for key, new in overrides.items():
+        full = f"{prefix}{key}"
+        old = doc.get(key)
+        if new is None:  # `key: null` in a profile removes the key
+            if key in doc:
+                del doc[key]
+                changes.append((full, _plain(old), None))
+        elif isinstance(new, dict) and isinstance(old, dict):
+            changes += merge(old, new, full + ".")
+        elif _plain(old) != new:
+            doc[key] = _to_ruamel(new)
+            changes.append((full, _plain(old), new))
+    return changes
+
+
+def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES_DIR,
+                  dry_run: bool = False) -> list[tuple[str, Any, Any]]:
+    """Rewrite ``params_path`` with profile ``name``; returns the changes (nothing written if ``dry_run``).
+
+    Raises:
+        ConfigError: unknown profile, or the result would not be a valid params file (nothing written).
+    """
+    params_path = Path(params_path)
+    if not params_path.is_file():
+        raise ConfigError(f"{params_path}: params file not found; run from the project root")
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    doc = rt.load(params_path.read_text())
+    changes = merge(doc, load_profile(name, profiles_dir))
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    text = buf.getvalue()
+    try:
+        from_dict(Params, yaml.safe_load(text))
+    except ConfigError as err:
+        raise ConfigError(f"profile '{name}' would make {params_path} invalid: {err}") from None
+    if changes and not dry_run:
+        tmp = params_path.with_name(f".{params_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, params_path)
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stfmamba.profiles", description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=("apply", "show", "list"))
+    ap.add_argument("name", nargs="?", help="profile name (profiles/<name>.yaml)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profiles-dir", default=str(PROFILES_DIR))
+    args = ap.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(available(Path(args.profiles_dir))))
+        return 0
+    if not args.name:
+        ap.error(f"{args.command} needs a profile name: {', '.join(available(Path(args.profiles_dir)))}")
+    try:
+        changes = apply_profile(args.name, args.params, Path(args.profiles_dir), dry_run=args.command == "show")
+    except ConfigError as err:
+        print(f"profiles: {err}", file=sys.stderr)
+        return 2
+    verb = "would change" if args.command == "show" else "changed"
+    print(f"profile {args.name}: {verb} {len(changes)} values of {args.params}")
+    for key, old, new in changes:
+        print(f"  {key}: {old!r} -> {new!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
