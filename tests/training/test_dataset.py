@@ -1,0 +1,56 @@
+"""VideoSBIDataset on the tiny real-frame dataset."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from stfmamba.data.dataset import VideoSBIDataset
+
+from trainkit import tiny_params
+
+
+def test_train_items_shapes_and_labels(tiny_dataset):
+    p = tiny_params(tiny_dataset)
+    ds = VideoSBIDataset.from_params(p, "train", True)
+    assert len(ds) == 4 * p.training.clips_per_video and ds.excluded == []
+    item = ds[0]
+    t, s = p.model.num_frames, p.model.img_size
+    assert item["x"].shape == (2, 3, t, s, s) and item["x"].dtype == torch.float32
+    assert item["y"].tolist() == [0, 1]
+    assert not torch.equal(item["x"][0], item["x"][1])
+    # a new epoch draws a new clip / fake
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0]["x"], item["x"])
+
+
+def test_val_items_fixed(tiny_dataset):
+    ds = VideoSBIDataset.from_params(tiny_params(tiny_dataset), "val", False)
+    assert len(ds) == 2 * 2  # 2 val videos x 2 windows (2 runs of 4 frames, T=4)
+    a, b = ds[3]["x"], ds[3]["x"]
+    assert torch.equal(a, b)
+
+
+def test_broken_npz_excluded_at_build(tiny_dataset, tmp_path):
+    ddir = tmp_path / "tiny"
+    shutil.copytree(tiny_dataset, ddir)
+    (ddir / "real" / "v01.npz").write_bytes(b"not a zip")
+    (ddir / "real" / "v02.npz").unlink()
+    p = tiny_params(ddir)
+    ds = VideoSBIDataset.from_params(p, "train", True)
+    reasons = dict(ds.excluded)
+    assert set(reasons) == {"v01", "v02"}
+    assert "unreadable" in reasons["v01"] and "missing" in reasons["v02"]
+    assert {v for v, _ in ds.videos} == {"v00", "v03"}
+
+
+def test_no_usable_videos_is_a_clear_error(tiny_dataset, tmp_path):
+    ddir = tmp_path / "tiny"
+    shutil.copytree(tiny_dataset, ddir)
+    m = pd.read_csv(ddir / "manifest.csv")
+    m["status"] = "failed"
+    m.to_csv(ddir / "manifest.csv", index=False)
+    with pytest.raises(Exception, match="no usable real videos"):
+        VideoSBIDataset.from_params(tiny_params(ddir), "train", True)

