@@ -164,16 +164,18 @@ def _recovery_hint(tr: TrainingConfig) -> str:
 
 
 # --------------------------------------------------------------------------- main loop
-def train(params: Params, phase: str, paths: TrainPaths) -> dict:
+def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = False):
     """Train one phase; returns the metrics dict (also written to ``paths.metrics_out`` by rank 0).
 
     Args:
         params: the validated ``params.yaml``.
         phase: a key of :data:`PHASES`.
         paths: inputs and outputs of the phase.
+        return_model: also return this rank's final (last-step, not best) model.
 
     Returns:
         Metrics: best_val_auc, best_epoch, epochs, steps, skipped_steps, budget_stopped, wall_time_s, ...
+        — or ``(metrics, model)`` with ``return_model``.
     """
     from stfmamba.models import build_model
     from stfmamba.models.checkpoint import load_flexible, load_model_file, save_model_file
@@ -239,8 +241,10 @@ def train(params: Params, phase: str, paths: TrainPaths) -> dict:
             log.info("phase %s initialised from %s: %d/%d tensors loaded; new (missing): %d, unused: %d, "
                      "shape-mismatched: %d", phase, paths.init_model, n_total - len(rep.missing), n_total,
                      len(rep.missing), len(rep.unexpected), len(rep.mismatched))
+            new_modules = sorted({".".join(k.split(".")[:-2]) for k in rep.missing})
+            log.info("  new modules: %s", ", ".join(new_modules) or "none")
             for k in rep.missing:
-                log.info("  new: %s", k)
+                log.debug("  new: %s", k)
     model = model.to(device)
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.distributed else model
     budget = BudgetTracker(params.budget, hours_before=st["hours"])
@@ -375,4 +379,4 @@ def train(params: Params, phase: str, paths: TrainPaths) -> dict:
         _atomic_json(metrics, paths.metrics_out)
         live.end()
     D.barrier(info)
-    return metrics
+    return (metrics, model) if return_model else metrics

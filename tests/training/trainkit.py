@@ -13,11 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-import av
-import cv2
-import dlib
 import numpy as np
-import pandas as pd
 
 from stfmamba.config import (FeatureFlags, ModelConfig, Params, PreprocessConfig, STFV8Config, TrainingConfig,
                              BudgetConfig, DataConfig, DatasetConfig)
@@ -34,12 +30,14 @@ VIDEOS = [("franck.mp4", 0, "train"), ("franck.mp4", 120, "train"), ("cap12_edit
 
 
 @functools.lru_cache(maxsize=1)
-def _predictor() -> dlib.shape_predictor:
+def _predictor():
+    import dlib
     models = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
     return dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
 
 
 def _read(path: Path, start: int, n: int) -> list[np.ndarray]:
+    import av
     out = []
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(video=0)):
@@ -52,6 +50,8 @@ def _read(path: Path, start: int, n: int) -> list[np.ndarray]:
 
 def make_npz(src: Path, start: int, crop: int = CROP) -> dict:
     """Contract arrays for ``NUM_SEGMENTS`` runs of ``FRAMES_PER_SEGMENT`` frames from ``src``."""
+    import cv2
+    import dlib
     det, pred = dlib.get_frontal_face_detector(), _predictor()
     frames = _read(src, start, NUM_SEGMENTS * FRAMES_PER_SEGMENT * 4)
     idx = [s * FRAMES_PER_SEGMENT * 4 + k for s in range(NUM_SEGMENTS) for k in range(FRAMES_PER_SEGMENT)]
@@ -80,6 +80,7 @@ def make_npz(src: Path, start: int, crop: int = CROP) -> dict:
 def write_dataset(root: Path, name: str = "tiny") -> Path:
     """Write ``root/<name>/manifest.csv`` + npz files; returns the dataset folder."""
     import json
+    import pandas as pd
     ddir = root / name
     rows = []
     for k, (fname, start, split) in enumerate(VIDEOS):
@@ -107,3 +108,29 @@ def tiny_params(dataset_dir: Path, **training) -> Params:
         preprocess=PreprocessConfig(num_segments=NUM_SEGMENTS, frames_per_segment=FRAMES_PER_SEGMENT, crop_size=CROP),
         model=model, features=FeatureFlags(use_mamer=False, use_wss=False, use_adaptive_sdim=False),
         training=TrainingConfig(**tr), budget=BudgetConfig())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Subprocess entry: ``python trainkit.py DATASET_DIR OUT_DIR PHASE [JSON_TRAINING_OVERRIDES]``.
+
+    Writes models/, metrics/, live/ and ckpt/ under OUT_DIR; under torchrun every rank also saves its
+    final weights to ``OUT_DIR/rank<r>.pt``.
+    """
+    import json
+    import torch
+    from stfmamba.training import TrainPaths, train
+    from stfmamba.training.distributed import teardown
+
+    args = argv if argv is not None else sys.argv[1:]
+    ddir, out, phase = Path(args[0]), Path(args[1]), args[2]
+    overrides = json.loads(args[3]) if len(args) > 3 else {}
+    params = tiny_params(ddir, checkpoint_dir=str(out / "ckpt"), **overrides)
+    paths = TrainPaths.for_phase(params, phase, out / "models", out / "metrics", out / "live")
+    metrics, model = train(params, phase, paths, return_model=True)
+    if "RANK" in os.environ:
+        torch.save(model.state_dict(), out / f"rank{os.environ['RANK']}.pt")
+    teardown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The trainer end to end on the tiny real-frame dataset with a debug-sized STF-Mamba."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stfmamba.config import STFV8Config
+from stfmamba.models import build_model
+from stfmamba.models.checkpoint import load_model_file
+from stfmamba.training import TrainPaths, train
+from stfmamba.training.optim import param_groups, warmup_cosine
+
+from trainkit import tiny_params
+
+HERE = Path(__file__).resolve().parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+
+
+def _run(params, phase, out: Path, **kw):
+    paths = TrainPaths.for_phase(params, phase, out / "models", out / "metrics", out / "live")
+    return train(params, phase, paths, **kw), paths
+
+
+def test_weight_decay_groups_and_schedule():
+    model = build_model(STFV8Config.debug())
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    lrs = [warmup_cosine(s, 10, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.05
+
+
+def test_two_epochs_lower_the_training_loss(tiny_dataset, tmp_path):
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), clips_per_video=4, lr=1e-2,
+                         label_smoothing=0.0, epochs_phase_a=2)
+    m, paths = _run(params, "a", tmp_path)
+    assert m["epochs"] == 2 and m["steps"] == 16 and m["skipped_steps"] == 0 and not m["budget_stopped"]
+    loss = [float(r.split("\t")[1]) for r in
+            (paths.live_dir / "plots" / "metrics" / "train" / "loss.tsv").read_text().split("\n")[1:] if r]
+    assert len(loss) == 2 and loss[1] < loss[0]
+    assert 0.0 <= m["best_val_auc"] <= 1.0
+    saved = json.loads(paths.metrics_out.read_text())
+    assert saved["steps"] == 16 and saved["budget_stopped"] is False
+    model, cfg, meta = load_model_file(paths.model_out)
+    assert cfg.model == params.model and meta["phase"] == "a"
+    assert (paths.ckpt_dir / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_kill_mid_epoch_then_resume_matches_uninterrupted(tiny_dataset, tmp_path):
+    over = {"clips_per_video": 4, "checkpoint_every": 1, "epochs_phase_a": 1}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    cmd = [sys.executable, str(HERE / "trainkit.py"), str(tiny_dataset), str(killed), "a", json.dumps(over)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the uninterrupted reference runs in this process meanwhile, single-threaded like the subprocess
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run(tiny_params(tiny_dataset, checkpoint_dir=str(full / "ckpt"), **over), "a", full)
+    finally:
+        torch.set_num_threads(threads)
+    info_file = killed / "ckpt" / "phase_a" / "last.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if info_file.is_file() and json.loads(info_file.read_text())["step"] >= 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    at_kill = json.loads(info_file.read_text())
+    assert at_kill["epoch"] == 0 and 0 < at_kill["batch_in_epoch"] < 8, f"not killed mid-epoch: {at_kill}"
+    ck_kill = torch.load(killed / "ckpt" / "phase_a" / "last.pt", weights_only=False)
+    assert not (killed / "metrics" / "train_phase_a.json").exists()
+
+    subprocess.run(cmd, check=True, env=ENV, capture_output=True)
+    m = json.loads((killed / "metrics" / "train_phase_a.json").read_text())
+    assert m["resumed_from_step"] == at_kill["step"] and m["steps"] == 8
+
+    a = torch.load(full / "ckpt" / "phase_a" / "last.pt", weights_only=False)
+    b = torch.load(killed / "ckpt" / "phase_a" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 8
+    for k, v in a["model"].items():
+        assert torch.allclose(v, b["model"][k], atol=1e-5), f"weights differ at {k}"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.allclose(sa["exp_avg"], sb["exp_avg"], atol=1e-6) and sa["step"] == sb["step"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    # the resumed run really started from the checkpoint taken at the kill
+    assert ck_kill["trainer"]["step"] == at_kill["step"] and ck_kill["optimizer"]["state"]
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_identical_weights(tiny_dataset, tmp_path):
+    over = json.dumps({"clips_per_video": 1, "epochs_phase_a": 1, "batch_size": 1})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+           str(HERE / "trainkit.py"), str(tiny_dataset), str(tmp_path), "a", over]
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt")
+    w1 = torch.load(tmp_path / "rank1.pt")
+    init = build_model(STFV8Config.phase_a(tiny_params(tiny_dataset))).state_dict()
+    moved = 0
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), f"ranks differ at {k}"
+        moved += int(not torch.allclose(w0[k], init[k]))
+    assert moved > 0, "no weight changed: no optimizer step happened"
+    m = json.loads((tmp_path / "metrics" / "train_phase_a.json").read_text())
+    assert m["world_size"] == 2 and m["steps"] == 2   # 4 videos / (2 ranks x batch 1)
+
+
+def test_budget_tracker_stops_the_run(tiny_dataset, tmp_path):
+    from stfmamba.config import BudgetConfig
+    from dataclasses import replace
+    params = replace(tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), clips_per_video=4),
+                     budget=BudgetConfig(max_budget=1.0, cost_per_hour=3.6e4, safety_margin=0.05))
+    m, paths = _run(params, "a", tmp_path)
+    assert m["budget_stopped"] is True and m["steps"] < 16
+    assert json.loads(paths.metrics_out.read_text())["budget_stopped"] is True
+    assert paths.model_out.is_file() and (paths.ckpt_dir / "last.pt").is_file()
+
+
+def test_phase_b_starts_from_phase_a(tiny_dataset, tmp_path):
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), epochs_phase_a=1, lr_phase_b=0.0,
+                         clips_per_video=1)
+    _run(params, "a", tmp_path)
+    mb, paths_b = _run(params, "b", tmp_path)
+    a_sd = torch.load(tmp_path / "models" / "phase_a.pt", weights_only=False)["model"]
+    b_model, cfg_b, meta_b = load_model_file(paths_b.model_out)
+    b_sd = b_model.state_dict()
+    new = [k for k in b_sd if k not in a_sd]
+    assert mb["init_new_tensors"] == len(new) > 0, "Phase B has Hydra mixers that Phase A lacks"
+    shared = [k for k in b_sd if k in a_sd and b_sd[k].shape == a_sd[k].shape]
+    assert len(shared) > len(new)
+    for k in shared:   # lr 0: the loaded weights are kept exactly
+        assert torch.equal(b_sd[k], a_sd[k]), k
+    assert cfg_b.features.use_hydra and meta_b["phase"] == "b"
