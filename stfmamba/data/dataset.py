@@ -175,6 +175,12 @@ class VideoSBIDataset(Dataset):
         return {"x": x, "y": torch.tensor([0, 1]), "index": index}
 
 
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (torch already uses one there)."""
+    import cv2
+    cv2.setNumThreads(1)
+
+
 def sbi_config(features) -> SBIConfig:
     """Video-SBI knobs from the feature flags (drift kind, TPS)."""
     return SBIConfig(drift="multiscale" if features.use_multiscale_drift else "brownian", use_tps=features.use_tps)

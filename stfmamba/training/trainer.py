@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from stfmamba.config import Params, STFV8Config, TrainingConfig, to_dict
-from stfmamba.data.dataset import VideoSBIDataset
+from stfmamba.data.dataset import VideoSBIDataset, worker_init
 from stfmamba.training import distributed as D
 from stfmamba.training.budget import BudgetTracker
 from stfmamba.training.optim import build_optimizer, build_scheduler
@@ -259,7 +259,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
                          "excluded_videos": len(train_ds.excluded)})
         if st["init_report"] is not None and resumed_from is None:
             live.log_params({"init_from": st["init_report"]})
-    val_loader = (DataLoader(val_ds, batch_size=tr.batch_size, shuffle=False, num_workers=tr.num_workers)
+    val_loader = (DataLoader(val_ds, batch_size=tr.batch_size, shuffle=False, num_workers=tr.num_workers,
+                             worker_init_fn=worker_init if tr.num_workers > 0 else None)
                   if val_ds is not None else None)
 
     def checkpoint() -> None:
@@ -290,7 +291,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         loader = DataLoader(train_ds, batch_size=tr.batch_size, num_workers=tr.num_workers,
                             sampler=SkipSampler(sampler, start_batch * tr.batch_size),
                             generator=torch.Generator().manual_seed(tr.seed + epoch),
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+                            pin_memory=device.type == "cuda", persistent_workers=False,
+                            worker_init_fn=worker_init if tr.num_workers > 0 else None)
         net.train()
         bar = tqdm(total=batches_per_epoch, initial=start_batch, disable=not info.is_main,
                    desc=f"phase {phase} epoch {epoch + 1}/{epochs}", leave=False)

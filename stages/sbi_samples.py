@@ -1,0 +1,84 @@
+"""Eye check of Video-SBI: writes plots/sbi_samples.png (real / fake / mask / |fake - real| over time).
+
+    python stages/sbi_samples.py [--clips 3] [--frames 6] [--dataset-dir data/preprocessed/demo] [--out plots/sbi_samples.png]
+
+Uses the train reals of ``params.data.train`` and the Phase A training flags (drift kind, TPS,
+compression); one seed per clip, as in training. Look at it: the fake should differ from the
+real only inside a soft face-shaped region, the boundary should move slightly over time (drift),
+and real and fake should carry the same common augmentation.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from stfmamba.config import load_params  # noqa: E402
+from stfmamba.data.augment import PairAugConfig, augment_pair  # noqa: E402
+from stfmamba.data.clips import random_clip_start  # noqa: E402
+from stfmamba.data.dataset import sbi_config  # noqa: E402
+from stfmamba.data.manifest import load_npz, read_manifest  # noqa: E402
+from stfmamba.data.sbi import self_blend_clip  # noqa: E402
+
+
+def sample_rows(frames: np.ndarray, lms: np.ndarray, seed: int, features, qp: tuple[int, int]) -> list[np.ndarray]:
+    """Real, fake, mask and difference clips of one real clip (pure; ``frames: (T, H, W, 3)``)."""
+    rng = np.random.default_rng(seed)
+    res = self_blend_clip(frames, lms, rng, sbi_config(features))
+    real, fake, _ = augment_pair(frames, res.fake, rng, PairAugConfig(compression=features.use_compression_aug,
+                                                                     qp_min=qp[0], qp_max=qp[1]))
+    diff = np.abs(fake.astype(np.int16) - real.astype(np.int16)).sum(-1).astype(np.float32)
+    return [real, fake, res.mask, diff / max(1.0, diff.max())]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dataset-dir", default=None)
+    ap.add_argument("--clips", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--out", type=Path, default=Path("plots/sbi_samples.png"))
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    ddir = Path(args.dataset_dir or Path(p.data.preprocessed_dir) / p.data.train)
+    df = read_manifest(ddir)
+    rows = df[(df.status == "ok") & (df.label == 0) & (df.split == "train")].head(args.clips)
+    if rows.empty:
+        raise SystemExit(f"{ddir / 'manifest.csv'}: no ok train reals to show; run the preprocess stage")
+    pp, t = p.preprocess, p.model.num_frames
+    names = ["real", "fake", "mask", "|fake-real|"]
+    n_f = min(args.frames, t)
+    fig, axes = plt.subplots(len(rows) * 4, n_f, figsize=(1.6 * n_f, 1.6 * 4 * len(rows)), squeeze=False)
+    for c, row in enumerate(rows.itertuples()):
+        d = load_npz(ddir / row.npz)
+        rng = np.random.default_rng(c)
+        s = random_clip_start(rng, pp.num_segments, pp.frames_per_segment, t)
+        clips = sample_rows(d["frames"][s:s + t], d["landmarks"][s:s + t], 1000 + c, p.features, (p.training.qp_min,
+                                                                                                p.training.qp_max))
+        for r, (name, clip) in enumerate(zip(names, clips)):
+            for k in range(n_f):
+                ax = axes[c * 4 + r, k]
+                ax.imshow(clip[k], cmap=None if clip.ndim == 4 else "gray", vmin=0, vmax=None if clip.ndim == 4 else 1)
+                ax.set_xticks([]), ax.set_yticks([])
+                if k == 0:
+                    ax.set_ylabel(f"{row.video_id}\n{name}" if r == 0 else name, fontsize=7)
+                if c == 0 and r == 0:
+                    ax.set_title(f"t={k}", fontsize=7)
+    fig.suptitle(f"Video-SBI samples ({ddir.name}; drift={sbi_config(p.features).drift}, "
+                 f"H.264={'on' if p.features.use_compression_aug else 'off'})", fontsize=8)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
