@@ -145,3 +145,14 @@ def test_phase_b_starts_from_phase_a(tiny_dataset, tmp_path):
     for k in shared:   # lr 0: the loaded weights are kept exactly
         assert torch.equal(b_sd[k], a_sd[k]), k
     assert cfg_b.features.use_hydra and meta_b["phase"] == "b"
+
+
+def test_non_finite_steps_are_skipped_then_stop_with_recovery_hint(tiny_dataset, tmp_path):
+    from stfmamba.training import TrainingDiverged
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), lr=1e30, max_bad_steps=2,
+                         clips_per_video=4, grad_clip=0.0)
+    with pytest.raises(TrainingDiverged, match=r"2 non-finite steps in a row.*training\.lr.*training\.warmup_epochs.*training\.qp_min"):
+        _run(params, "a", tmp_path)
+    ck = torch.load(tmp_path / "ckpt" / "phase_a" / "last.pt", weights_only=False) \
+        if (tmp_path / "ckpt" / "phase_a" / "last.pt").exists() else None
+    assert ck is None or ck["trainer"]["skipped_steps"] < 2
