@@ -1,0 +1,138 @@
+"""Model files, the flexible Phase A -> Phase B loader, the losses and the timm trunk's weights."""
+import dataclasses
+
+import pytest
+import torch
+
+from stfmamba.config import STFV8Config, load_params
+from stfmamba.models import build_model
+from stfmamba.models.checkpoint import load_flexible, load_model_file, save_model_file
+from stfmamba.models.losses import ContrastiveHLLLoss, RealHLLLoss, STFV8Loss
+
+SMALL = dict(img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
+             dwt_channels=4, d_state=4, headdim=8)
+
+
+def small(cfg):
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **SMALL))
+
+
+def test_save_and_load_model_file_roundtrip(tmp_path):
+    cfg = STFV8Config.debug()
+    model = build_model(cfg).eval()
+    path = save_model_file(tmp_path / "m" / "phase_a.pt", model, cfg, epoch=3, val_auc=0.75)
+    assert [p.name for p in path.parent.iterdir()] == ["phase_a.pt"]          # no tmp file left behind
+    blob = torch.load(path, weights_only=False)
+    assert set(blob) == {"model", "config", "meta"} and blob["config"]["model"]["img_size"] == 32
+    loaded, cfg2, meta = load_model_file(path)
+    assert cfg2 == cfg and meta == {"epoch": 3, "val_auc": 0.75}
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)["logits"], model(x)["logits"])
+
+
+def test_load_model_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_model_file(tmp_path / "missing.pt")
+    torch.save({"weights": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_model_file(tmp_path / "bad.pt")
+
+
+def test_phase_a_to_phase_b_reports_exactly_the_new_modules(tmp_path):
+    params = load_params()
+    cfg_a = small(STFV8Config.phase_a(params))
+    features_b = dataclasses.replace(params.features, use_hydra=True, use_wss=True, use_adaptive_sdim=True)
+    cfg_b = small(dataclasses.replace(STFV8Config.phase_b(params), features=features_b))
+    model_a = build_model(cfg_a)
+    save_model_file(tmp_path / "phase_a.pt", model_a, cfg_a)
+    state_a = torch.load(tmp_path / "phase_a.pt", weights_only=False)["model"]
+    model_b = build_model(cfg_b)
+    report = load_flexible(model_b, state_a)
+    keys_a, keys_b = set(state_a), set(model_b.state_dict())
+    assert set(report.missing) == keys_b - keys_a and report.mismatched == []
+    assert set(report.unexpected) == keys_a - keys_b
+    # the new modules are exactly the Hydra mixers, the WSS fusion and the state gates
+    assert report.missing and all((".temporal.hydra." in k) or k.startswith("fusion.wss.") for k in report.missing)
+    assert all((".temporal.dcconv." in k) or (".temporal.bimamba." in k) or (".temporal.attention." in k)
+               or k.startswith("fusion.hll_gate.") for k in report.unexpected)
+    # everything else was loaded
+    shared = keys_a & keys_b
+    assert shared and all(torch.equal(model_b.state_dict()[k], state_a[k]) for k in shared)
+
+
+def test_load_flexible_reports_shape_mismatch():
+    cfg = STFV8Config.debug()
+    model = build_model(cfg)
+    state = dict(model.state_dict())
+    state["head.weight"] = torch.zeros(3, state["head.weight"].shape[1])
+    report = load_flexible(build_model(cfg), state)
+    assert report.mismatched == ["head.weight"] and report.missing == [] and report.unexpected == []
+
+
+def _outputs(hll, total, logits=None):
+    hll = torch.tensor(hll, requires_grad=True)
+    return {"logits": logits if logits is not None else torch.zeros(len(hll), 2), "hll_energy": hll,
+            "all_band_energy": torch.tensor(total), "aux_losses": {}}
+
+
+def test_hll_losses():
+    out = _outputs([0.1, 0.5, 0.2, 0.4], [1.0, 1.0, 2.0, 1.0])
+    labels = torch.tensor([0, 1, 0, 1])
+    # normalised: e = [0.1, 0.5, 0.1, 0.4]; E_fake - E_real = 0.45 - 0.1 = 0.35
+    assert ContrastiveHLLLoss(margin=0.5, normalize=True)(out, labels).item() == pytest.approx(0.15)
+    assert ContrastiveHLLLoss(margin=0.1, normalize=True)(out, labels).item() == 0.0
+    assert RealHLLLoss(normalize=False)(out, labels).item() == pytest.approx(0.15)
+    only_real = torch.zeros(4, dtype=torch.long)
+    loss = ContrastiveHLLLoss(0.5)(out, only_real)
+    assert loss.item() == 0.0 and loss.requires_grad
+    assert RealHLLLoss()(out, torch.ones(4, dtype=torch.long)).item() == 0.0
+
+
+def test_stfv8_loss_parts_and_flags():
+    cfg = STFV8Config.debug()
+    logits = torch.tensor([[2.0, -1.0], [0.0, 1.0]])
+    out = _outputs([0.1, 0.3], [1.0, 1.0], logits)
+    out["aux_losses"] = {"sdim_l1": torch.tensor(0.5)}
+    labels = torch.tensor([0, 1])
+    total, parts = STFV8Loss(cfg)(out, labels)
+    ce = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.training.label_smoothing)
+    hll = max(0.0, cfg.training.hll_margin - 0.2)
+    assert parts["ce"] == pytest.approx(float(ce), rel=1e-6)
+    assert parts["hll"] == pytest.approx(hll, abs=1e-6)
+    assert parts["total"] == pytest.approx(float(ce) + cfg.training.hll_loss_weight * hll
+                                           + cfg.training.sdim_l1_weight * 0.5, rel=1e-6)
+    mse_cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, use_contrastive_hll=False,
+                                                                    use_hll_normalization=False))
+    _, parts = STFV8Loss(mse_cfg)(out, labels)
+    assert parts["hll"] == pytest.approx(0.1)
+
+
+def test_timm_trunk_loads_a_local_weights_file_and_errors_clearly(tmp_path):
+    timm = pytest.importorskip("timm")
+    ref = timm.create_model("convnextv2_atto", pretrained=False)
+    torch.nn.init.constant_(ref.stem[0].weight, 0.125)
+    weights = tmp_path / "convnextv2_atto.pth"
+    torch.save(ref.state_dict(), weights)
+    base = STFV8Config.debug()
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, spatial_backbone="convnextv2_atto",
+                                                               pretrained=str(weights)))
+    model = build_model(cfg)
+    stem_w = dict(model.stem.net.named_parameters())["stem_0.weight"]
+    assert torch.all(stem_w == 0.125)
+    out = model(torch.randn(1, 3, 4, 32, 32))
+    assert out["logits"].shape == (1, 2)
+    missing = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(tmp_path / "nope.pth")))
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_model(missing)
+
+
+def test_timm_trunk_hub_without_network_says_what_to_do(monkeypatch, tmp_path):
+    pytest.importorskip("timm")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")              # no network here either way; fail fast
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))    # an empty cache
+    base = STFV8Config.debug()
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, spatial_backbone="convnextv2_atto",
+                                                               pretrained="hub"))
+    with pytest.raises(RuntimeError, match="local file path"):
+        build_model(cfg)

@@ -1,0 +1,99 @@
+"""Forward + backward of STFMamba for the presets and for each V8 flag alone."""
+import dataclasses
+
+import pytest
+import torch
+
+from stfmamba.config import FeatureFlags, ModelConfig, STFV8Config, TrainingConfig, load_params
+from stfmamba.models import STFMamba, build_model
+from stfmamba.models.blocks import temporal_plan
+from stfmamba.models.losses import STFV8Loss
+
+SMALL = dict(img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
+             stage1_blocks=1, stage2_blocks=1, stage3_blocks=1, stage4_blocks=1, dwt_channels=4, d_state=4,
+             headdim=8, drop_path_rate=0.1, dropout=0.1)
+
+
+def small(cfg: STFV8Config) -> STFV8Config:
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **SMALL))
+
+
+def flag_alone(name: str) -> STFV8Config:
+    base = STFV8Config.phase_a()
+    return small(dataclasses.replace(base, name=name, features=dataclasses.replace(base.features, **{name: True})))
+
+
+CASES = {
+    "debug": STFV8Config.debug(),
+    "phase_a": small(STFV8Config.phase_a(load_params())),
+    "phase_b": small(STFV8Config.phase_b(load_params())),
+    **{flag: flag_alone(flag) for flag in FeatureFlags.ARCHITECTURE},
+}
+
+
+def run_step(cfg: STFV8Config, batch: int = 2):
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    x = torch.randn(batch, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    out = model(x)
+    labels = torch.arange(batch) % 2
+    total, parts = STFV8Loss(cfg)(out, labels)
+    total.backward()
+    return model, out, total, parts
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_backward(case):
+    cfg = CASES[case]
+    model, out, total, parts = run_step(cfg)
+    assert out["logits"].shape == (2, 2)
+    assert out["hll_energy"].shape == (2,) and out["all_band_energy"].shape == (2,)
+    assert (out["all_band_energy"] >= out["hll_energy"]).all() and (out["hll_energy"] > 0).all()
+    assert torch.isfinite(total) and all(map(lambda v: v == v, parts.values()))
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert ("sdim_l1" in out["aux_losses"]) == cfg.features.use_adaptive_sdim
+
+
+def test_each_flag_switches_only_its_modules():
+    keys = lambda cfg: set(build_model(cfg).state_dict())  # noqa: E731
+    base = keys(small(STFV8Config.phase_a()))
+    marker = {"use_hydra": ".temporal.hydra.", "use_mamer": ".temporal.mamer.", "use_wss": "fusion.wss.",
+              "use_adaptive_sdim": "state_gate"}
+    for flag, tag in marker.items():
+        new = keys(flag_alone(flag)) - base
+        assert new and all(tag in k for k in new), (flag, sorted(new)[:5])
+    assert not any(tag in k for k in base for tag in marker.values())
+
+
+def test_temporal_plans():
+    off = FeatureFlags().without_architecture()
+    assert temporal_plan(off, (1, 2, 1, 1)) == [["dcconv"], ["dcconv", "dcconv"], ["bimamba"], ["attention"]]
+    hydra = dataclasses.replace(off, use_hydra=True)
+    assert temporal_plan(hydra, (2, 1, 1, 1))[0] == ["hydra", "hydra"]
+    mamer = dataclasses.replace(off, use_mamer=True)
+    assert temporal_plan(mamer, (4, 1, 5, 0)) == [["hydra"] * 3 + ["mamer"], ["mamer"],
+                                                 ["hydra"] * 3 + ["mamer", "mamer"], []]
+
+
+def test_grad_checkpointing_gives_same_gradients():
+    cfg = STFV8Config.debug()
+    x = torch.randn(2, 3, 4, 32, 32)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cfg, grad_checkpointing=ckpt)
+        assert all(s.grad_checkpointing == ckpt for s in model.stages)
+        model(x)["logits"].sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_demo_profile_and_full_profile_build():
+    demo = build_model(STFV8Config.phase_b(load_params()))
+    with torch.no_grad():
+        out = demo.eval()(torch.randn(1, 3, 8, 64, 64))
+    assert out["logits"].shape == (1, 2)
+    full = STFMamba(STFV8Config.phase_b())                               # 224 px, 32 frames, all flags
+    n = sum(p.numel() for p in full.parameters())
+    assert 5e6 < n < 1e8
