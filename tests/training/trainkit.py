@@ -55,8 +55,12 @@ def make_npz(src: Path, start: int, crop: int = CROP) -> dict:
     det, pred = dlib.get_frontal_face_detector(), _predictor()
     frames = _read(src, start, NUM_SEGMENTS * FRAMES_PER_SEGMENT * 4)
     idx = [s * FRAMES_PER_SEGMENT * 4 + k for s in range(NUM_SEGMENTS) for k in range(FRAMES_PER_SEGMENT)]
-    rects = det(frames[0], 1)
-    assert rects, f"no face in {src} at frame {start}"
+    rects = []
+    for k in range(0, len(frames), 4):   # first frame with a detection (HOG at 2x upsampling)
+        rects = det(np.ascontiguousarray(frames[k]), 1)
+        if rects:
+            break
+    assert rects, f"no face in {src} at frames {start}..{start + len(frames)}"
     r = max(rects, key=lambda r: r.area())
     crops, lms, boxes = [], [], []
     for i in idx:
