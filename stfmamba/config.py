@@ -79,6 +79,7 @@ class DemoConfig:
     seed: int = 0
     splits_dir: str = "splits/demo"        # demo split lists (train/val/test.json)
     max_videos_per_split: int = field(default=0, metadata=_rng(0, None))  # 0 = all; tests and tiny profiles use fewer
+    workers: int = field(default=2, metadata=_rng(0, 256))  # processes making the fakes
 
 
 @dataclass(frozen=True)
