@@ -3,6 +3,7 @@
     python -m stfmamba.profiles list
     python -m stfmamba.profiles show a100            # what would change
     python -m stfmamba.profiles apply a100           # or rtx4090 | demo
+    python -m stfmamba.profiles estimate             # measured step time -> training hours and cost
 
 A profile is ``profiles/<name>.yaml``: a partial ``params.yaml`` whose values replace (or add)
 the same keys; ``key: null`` removes a key (the demo profile drops the pod datasets that way). The rewrite is a round trip through ``ruamel.yaml``, so comments, key order and
@@ -112,13 +113,82 @@ def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_d
     return changes
 
 
+def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
+    """Training time and cost of ``params`` on this machine, from a few measured training steps.
+
+    Times ``steps`` forward/backward/optimizer steps of the Phase B model (the larger one) on a
+    random batch of ``2 x training.batch_size`` clips (reals + their SBI fakes) with the configured
+    autocast, then scales by the number of micro-batches of both phases. The number of training
+    videos comes from the preprocessed manifest of ``data.train`` when present.
+
+    Returns:
+        dict with sec_per_batch, train_videos, batches, hours, cost, max_budget, device.
+    """
+    import math
+    import time
+
+    import torch
+
+    from stfmamba.config import STFV8Config
+    from stfmamba.models import build_model
+    from stfmamba.models.losses import STFV8Loss
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = STFV8Config.phase_b(params)
+    model = build_model(cfg).to(device).train()
+    loss_fn = STFV8Loss(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    m, tr = params.model, params.training
+    x = torch.randn(2 * tr.batch_size, 3, m.num_frames, m.img_size, m.img_size, device=device)
+    y = torch.arange(2 * tr.batch_size, device=device) % 2
+    from stfmamba.evaluation.engine import autocast_for
+    times = []
+    for i in range(steps + 1):  # the first step warms up (allocations, kernel selection)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with autocast_for(device, tr.amp):
+            total, _ = loss_fn(model(x), y)
+        total.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    sec = sorted(times)[len(times) // 2]
+    manifest = Path(params.data.preprocessed_dir) / params.data.train / "manifest.csv"
+    n_videos = None
+    if manifest.is_file():
+        import pandas as pd
+        df = pd.read_csv(manifest, keep_default_na=False)
+        n_videos = int(((df["split"] == "train") & (df["label"] == 0) & (df["status"] == "ok")).sum())
+    batches = None if n_videos is None else (
+        math.ceil(n_videos * tr.clips_per_video / tr.batch_size) * (tr.epochs_phase_a + tr.epochs_phase_b))
+    hours = None if batches is None else batches * sec / 3600.0
+    return {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "sec_per_batch": sec,
+            "train_videos": n_videos, "batches": batches, "hours": hours,
+            "cost": None if hours is None else hours * params.budget.cost_per_hour,
+            "max_budget": params.budget.max_budget}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stfmamba.profiles", description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("apply", "show", "list"))
+    ap.add_argument("command", choices=("apply", "show", "list", "estimate"))
     ap.add_argument("name", nargs="?", help="profile name (profiles/<name>.yaml)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--profiles-dir", default=str(PROFILES_DIR))
     args = ap.parse_args(argv)
+    if args.command == "estimate":
+        from stfmamba.config import load_params
+        e = estimate(load_params(args.params))
+        print(f"{e['device']}: {e['sec_per_batch']:.3f} s per batch of 2x{load_params(args.params).training.batch_size} clips")
+        if e["batches"] is None:
+            print("training set size unknown (no preprocessed manifest yet): run `dvc pull` or the preprocess stage")
+        else:
+            print(f"{e['train_videos']} training videos -> {e['batches']} batches (phase A + B) ~ {e['hours']:.2f} h "
+                  f"~ {e['cost']:.2f} at budget.cost_per_hour (budget.max_budget {e['max_budget']:.2f})")
+        return 0
     if args.command == "list":
         print("\n".join(available(Path(args.profiles_dir))))
         return 0

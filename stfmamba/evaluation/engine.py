@@ -95,10 +95,19 @@ class _VideoClips(Dataset):
         return i, clips, ""
 
 
-def _autocast(device: torch.device, amp: str):
-    """bf16 autocast unless ``amp == "off"`` (bf16 matmuls are faster on AVX-512 BF16 CPUs too)."""
+def autocast_for(device: torch.device, amp: str):
+    """bf16 autocast for ``amp`` = ``bf16``, or ``auto`` on hardware with native bf16 (as training does)."""
     if amp == "off":
         return contextlib.nullcontext()
+    if amp == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            fn = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+            amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+            native = bool((fn and fn()) or (amx and amx()))
+        if not native:
+            return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
@@ -144,7 +153,7 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         if not buf:
             return
         x = torch.stack([c for _, _, c in buf]).to(device)  # (B, 3, T, H, W)
-        with _autocast(device, amp):
+        with autocast_for(device, amp):
             logits = model(x)["logits"]
         prob = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
         for (v, s, _), p in zip(buf, prob):
