@@ -11,7 +11,11 @@ fresh SBI fake per epoch; validation items are fixed: every non-overlapping wind
 (:func:`~stfmamba.data.clips.clip_starts`) with a fake seeded by ``(seed, index)``, and no common
 augmentation — so the validation AUC of two epochs is comparable.
 
-Item: ``{"x": (2, 3, T, H, W) float32 (real, fake), "y": (2,) int64 = (0, 1), "index": int}``.
+Item: ``{"x": (2, 3, T, H, W) uint8 (real, fake), "y": (2,) int64 = (0, 1), "index": int}``. The clips
+stay uint8 until they reach the device, where :func:`normalize_clips` turns them into the model's
+ImageNet-normalised floats (exactly what :func:`~stfmamba.data.clips.frames_to_tensor` computes):
+a quarter of the bytes through the loader's shared memory and host-to-GPU copies, and no float
+work in the loader workers.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from torch.utils.data import Dataset
 
 from stfmamba.config import ConfigError, Params
 from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transform
-from stfmamba.data.clips import clip_starts, frames_to_tensor, random_clip_start
+from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, clip_starts, random_clip_start
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.data.sbi import SBIConfig, build_source_transform, self_blend_clip
 
@@ -171,8 +175,26 @@ class VideoSBIDataset(Dataset):
         fake = self_blend_clip(real, lms, rng, self.sbi, self._src_tf).fake
         if self.aug is not None:
             real, fake, _ = augment_pair(real, fake, rng, self.aug, self._pair_tf)
-        x = torch.stack([frames_to_tensor(real, s.img_size), frames_to_tensor(fake, s.img_size)])
-        return {"x": x, "y": torch.tensor([0, 1]), "index": index}
+        x = torch.from_numpy(np.stack([_resize(real, s.img_size), _resize(fake, s.img_size)]))  # (2, T, H, W, 3)
+        return {"x": x.permute(0, 4, 1, 2, 3), "y": torch.tensor([0, 1]), "index": index}     # (2, 3, T, H, W)
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 -> ``(T, size, size, 3)`` (area interpolation, as frames_to_tensor)."""
+    if frames.shape[1] == size and frames.shape[2] == size:
+        return frames
+    import cv2
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def normalize_clips(x: torch.Tensor) -> torch.Tensor:
+    """uint8 clips ``(..., 3, T, H, W)`` -> float32 ImageNet-normalised (on ``x``'s device).
+
+    Equals :func:`~stfmamba.data.clips.frames_to_tensor` applied per clip.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1, 1)
+    return (x.float().div_(255.0) - mean) / std
 
 
 def worker_init(worker_id: int) -> None:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from stfmamba.config import Params, STFV8Config, TrainingConfig, to_dict
-from stfmamba.data.dataset import VideoSBIDataset, worker_init
+from stfmamba.data.dataset import VideoSBIDataset, normalize_clips, worker_init
 from stfmamba.training import distributed as D
 from stfmamba.training.budget import BudgetTracker
 from stfmamba.training.optim import build_optimizer, build_scheduler
@@ -146,7 +146,7 @@ def evaluate_sbi(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     model.eval()
     scores, labels = [], []
     for batch in loader:
-        x = batch["x"].flatten(0, 1).to(device)       # (2B, 3, T, H, W)
+        x = normalize_clips(batch["x"].flatten(0, 1).to(device))   # (2B, 3, T, H, W) float
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)["logits"]
         scores.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
@@ -299,7 +299,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         optimizer.zero_grad(set_to_none=True)
         micro_loss = 0.0
         for b, batch in enumerate(loader, start=start_batch):
-            x = batch["x"].flatten(0, 1).to(device, non_blocking=True)   # (2B, 3, T, H, W)
+            x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
             y = batch["y"].flatten().to(device)                           # (2B,)
             last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == batches_per_epoch
             sync = net.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()

@@ -18,7 +18,7 @@ def test_train_items_shapes_and_labels(tiny_dataset):
     assert len(ds) == 4 * p.training.clips_per_video and ds.excluded == []
     item = ds[0]
     t, s = p.model.num_frames, p.model.img_size
-    assert item["x"].shape == (2, 3, t, s, s) and item["x"].dtype == torch.float32
+    assert item["x"].shape == (2, 3, t, s, s) and item["x"].dtype == torch.uint8
     assert item["y"].tolist() == [0, 1]
     assert not torch.equal(item["x"][0], item["x"][1])
     # a new epoch draws a new clip / fake
@@ -54,3 +54,13 @@ def test_no_usable_videos_is_a_clear_error(tiny_dataset, tmp_path):
     m.to_csv(ddir / "manifest.csv", index=False)
     with pytest.raises(Exception, match="no usable real videos"):
         VideoSBIDataset.from_params(tiny_params(ddir), "train", True)
+
+
+def test_normalize_clips_matches_frames_to_tensor(tiny_dataset):
+    import numpy as np
+    from stfmamba.data.clips import frames_to_tensor
+    from stfmamba.data.dataset import normalize_clips
+    from stfmamba.data.manifest import load_npz
+    frames = load_npz(tiny_dataset / "real" / "v00.npz")["frames"][:4, :32, :32]
+    ours = normalize_clips(torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2))
+    assert torch.allclose(ours, frames_to_tensor(frames), atol=1e-6)
