@@ -141,13 +141,14 @@ def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
     m, tr = params.model, params.training
     x = torch.randn(2 * tr.batch_size, 3, m.num_frames, m.img_size, m.img_size, device=device)
     y = torch.arange(2 * tr.batch_size, device=device) % 2
-    from stfmamba.evaluation.engine import autocast_for
+    from stfmamba.training.trainer import resolve_amp
+    amp = resolve_amp(tr.amp, device)
     times = []
     for i in range(steps + 1):  # the first step warms up (allocations, kernel selection)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with autocast_for(device, tr.amp):
+        with torch.autocast(device_type=device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             total, _ = loss_fn(model(x), y)
         total.backward()
         opt.step()

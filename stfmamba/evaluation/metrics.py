@@ -110,8 +110,8 @@ def per_method_metrics(labels: np.ndarray, methods: np.ndarray, scores: np.ndarr
     clip_scores = np.asarray(clip_scores, dtype=np.float64)
     out: dict[str, SubsetMetrics] = {}
     subsets = {OVERALL: np.ones_like(labels, dtype=bool)}
-    for m in sorted(set(methods[labels == 1])):
-        subsets[m] = (labels == 0) | (methods == m)
+    for m in sorted(set(methods[labels == 1].tolist())):
+        subsets[str(m)] = (labels == 0) | (methods == m)
     for name, keep in subsets.items():
         ck = keep[clip_video] if clip_video.size else np.zeros(0, dtype=bool)
         out[name] = subset_metrics(labels[keep], scores[keep], labels[clip_video][ck], clip_scores[ck])

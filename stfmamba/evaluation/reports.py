@@ -61,7 +61,7 @@ def roc_curves(videos: pd.DataFrame) -> dict[str, list[tuple[float, float, float
     """ROC points of ``overall`` and of each method (reals vs that method's fakes)."""
     ok = videos[videos["status"] == "ok"]
     curves = {OVERALL: roc_points(ok["label"].to_numpy(), ok["score"].to_numpy())}
-    for m in sorted(set(ok.loc[ok["label"] == 1, "method"])):
+    for m in sorted(set(ok.loc[ok["label"] == 1, "method"].astype(str).tolist())):
         sub = ok[(ok["label"] == 0) | (ok["method"] == m)]
         curves[m] = roc_points(sub["label"].to_numpy(), sub["score"].to_numpy())
     return curves
