@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,7 +296,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
                             worker_init_fn=worker_init if tr.num_workers > 0 else None)
         net.train()
         bar = tqdm(total=batches_per_epoch, initial=start_batch, disable=not info.is_main,
-                   desc=f"phase {phase} epoch {epoch + 1}/{epochs}", leave=False)
+                   desc=f"phase {phase} epoch {epoch + 1}/{epochs}", leave=False,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)   # sparse lines in DVC / pod logs
         optimizer.zero_grad(set_to_none=True)
         micro_loss = 0.0
         for b, batch in enumerate(loader, start=start_batch):
