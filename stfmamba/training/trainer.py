@@ -214,11 +214,12 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
           "bad_in_row": 0, "hours": 0.0, "history": [], "loss_sum": 0.0, "loss_n": 0, "init_report": None}
     resume_path = find_resume(paths.ckpt_dir, paths.durable_dir)
     resumed_from = None
-    if resume_path is not None:
-        ck = load_resume(resume_path)
-        if ck["config"] != to_dict(cfg):
-            raise RuntimeError(f"{resume_path}: resume checkpoint was made with a different model/training "
-                               f"config; delete {paths.ckpt_dir} to start phase {phase} from scratch")
+    ck = load_resume(resume_path) if resume_path is not None else None
+    if ck is not None and ck["config"] != to_dict(cfg):  # params changed (e.g. dvc exp run -S): a new run
+        log.warning("%s: resume checkpoint was made with a different model/training config; starting phase %s "
+                    "from scratch (it will be overwritten)", resume_path, phase)
+        ck = None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
