@@ -441,7 +441,7 @@ def build_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     # cross-dataset demo: another source (carphone) and heavily degraded copies of test videos
     cross.mkdir(parents=True, exist_ok=True)
     rows = []
-    car, car_fps = read_all(src / "carphone.mp4")
+    car, car_fps = read_all(src / "carphone.mp4", max_frames=n)
     write_video(cross / "carphone.mp4", car, car_fps, crf=CRF)
     rows.append(("carphone.mp4", 0, "real"))
     car_lm = track_landmarks(car, detect_scale=1.0)

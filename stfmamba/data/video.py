@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import av
+import cv2
 import numpy as np
 
 __all__ = ["VideoError", "VideoInfo", "probe", "read_runs", "read_all", "write_video", "run_starts"]
@@ -83,6 +84,19 @@ def run_starts(n_frames: int, num_segments: int, frames_per_segment: int) -> lis
     return [int(round(v)) for v in np.linspace(0, last, num_segments)]
 
 
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """``(H, W, 3) uint8 RGB`` of a decoded frame.
+
+    yuv420p (nearly every H.264 file) is converted by OpenCV (BT.601, limited range, the same
+    convention as FFmpeg's default) because its conversions are bit-exact, whereas swscale's SIMD
+    paths can round differently depending on buffer alignment, which made decoded frames differ
+    between runs.
+    """
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
+
+
 def _frame_index(frame: av.VideoFrame, stream: av.video.stream.VideoStream, fps: float) -> int:
     start = stream.start_time or 0
     pts = frame.pts if frame.pts is not None else 0
@@ -120,7 +134,7 @@ def read_runs(path: str | Path, starts: Sequence[int], length: int) -> tuple[np.
                     i = _frame_index(frame, s, fps)
                     if i < run_start:
                         continue
-                    out.append(frame.to_ndarray(format="rgb24"))
+                    out.append(_rgb(frame))
                     idx.append(i)
                     got += 1
                     if got == length:
@@ -140,7 +154,7 @@ def read_all(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarra
         fps = float(s.average_rate or s.guessed_rate or 25)
         try:
             for frame in container.decode(s):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(_rgb(frame))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
         except av.error.FFmpegError as err:
@@ -162,24 +176,26 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 23,
         fps: frame rate.
         crf: x264 constant rate factor (higher = stronger compression).
         gop: keyframe interval (short GOPs keep seeking cheap).
-        scale: optional output ``(width, height)``; frames are resized by the encoder's scaler.
+        scale: optional output ``(width, height)``; frames are area-resized with OpenCV first
+            (deterministic, unlike the threaded swscale path).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if scale:
+        frames = np.stack([cv2.resize(f, scale, interpolation=cv2.INTER_AREA) for f in frames])
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(tmp), mode="w") as container:
         s = container.add_stream("libx264", rate=rate)
-        s.width, s.height = scale if scale else (w, h)
+        s.width, s.height = w, h
         s.pix_fmt = "yuv420p"
         s.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "g": str(gop),
                      "keyint_min": str(gop), "sc_threshold": "0", "bframes": "0"}
         s.codec_context.thread_count = 1
         for arr in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[:h, :w]), format="rgb24")
-            if scale:
-                frame = frame.reformat(width=scale[0], height=scale[1])
+            yuv = cv2.cvtColor(np.ascontiguousarray(arr[:h, :w]), cv2.COLOR_RGB2YUV_I420)  # bit-exact, see _rgb
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             for packet in s.encode(frame):
                 container.mux(packet)
         for packet in s.encode():

@@ -1,0 +1,65 @@
+"""params.yaml validation: unknown keys (with the closest valid key), wrong types, out-of-range values."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stfmamba.config import ConfigError, load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path, edit):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_committed_params_load():
+    p = load_params(REPO / "params.yaml")
+    assert p.demo.max_videos_per_split == 0 and p.preprocess.num_frames == 16
+    assert p.data.used() == ["demo", "demo_cross"]
+
+
+def test_unknown_key_names_closest(tmp_path):
+    path = _write(tmp_path, lambda r: r["preprocess"].update(crop_sise=64))
+    with pytest.raises(ConfigError, match=r"preprocess\.crop_sise: unknown key\. Did you mean 'preprocess\.crop_size'"):
+        load_params(path)
+
+
+def test_unknown_section(tmp_path):
+    path = _write(tmp_path, lambda r: r.update(preprocesss={}))
+    with pytest.raises(ConfigError, match="Did you mean 'preprocess'"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("section,key,value,msg", [
+    ("preprocess", "num_segments", "two", "preprocess.num_segments: expected an integer"),
+    ("demo", "max_videos_per_split", 1.5, "demo.max_videos_per_split: expected an integer"),
+    ("features", "use_hydra", "yes", "features.use_hydra: expected true or false"),
+    ("data", "cross", "demo_cross", "data.cross: expected a list"),
+])
+def test_wrong_type(tmp_path, section, key, value, msg):
+    path = _write(tmp_path, lambda r: r[section].update({key: value}))
+    with pytest.raises(ConfigError, match=msg.replace(".", r"\.")):
+        load_params(path)
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("preprocess", "detect_scale", 0.0), ("preprocess", "margin", 3.0), ("demo", "max_videos_per_split", -1),
+    ("training", "qp_max", 60)])
+def test_out_of_range(tmp_path, section, key, value):
+    path = _write(tmp_path, lambda r: r[section].update({key: value}))
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: value .* out of range"):
+        load_params(path)
+
+
+def test_cross_field_checks(tmp_path):
+    path = _write(tmp_path, lambda r: r["preprocess"].update(shard_index=2, num_shards=2))
+    with pytest.raises(ConfigError, match="shard_index=2 must be < preprocess.num_shards=2"):
+        load_params(path)
+    path = _write(tmp_path, lambda r: r["data"].update(train="dmeo"))
+    with pytest.raises(ConfigError, match="Did you mean 'demo'"):
+        load_params(path)
