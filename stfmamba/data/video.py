@@ -190,8 +190,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 23,
         s = container.add_stream("libx264", rate=rate)
         s.width, s.height = w, h
         s.pix_fmt = "yuv420p"
-        s.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "g": str(gop),
-                     "keyint_min": str(gop), "sc_threshold": "0", "bframes": "0"}
+        # threads=1 and mbtree=0: x264's float macroblock-tree can round differently from run to
+        # run (SIMD path vs alignment), which changed the output bytes between processes
+        s.options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
+                     "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:mbtree=0:threads=1"}
         s.codec_context.thread_count = 1
         for arr in frames:
             yuv = cv2.cvtColor(np.ascontiguousarray(arr[:h, :w]), cv2.COLOR_RGB2YUV_I420)  # bit-exact, see _rgb
