@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
                     ax.set_title(f"t={k}", fontsize=7)
     fig.suptitle(f"Video-SBI samples ({ddir.name}; drift={sbi_config(p.features).drift}, "
                  f"H.264={'on' if p.features.use_compression_aug else 'off'})", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=80)
     os.replace(tmp, args.out)
     print(f"wrote {args.out}")
 
