@@ -40,7 +40,7 @@ class MambaMixer(nn.Module):
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: Optional[int] = None, bidirectional: bool = False, adaptive_sdim: bool = False,
-                 chunk_size: int = 16, backend: str = "auto") -> None:
+                 chunk_size: int = 4, backend: str = "auto") -> None:
         super().__init__()
         self.d_inner = expand * d_model
         self.d_state = d_state
