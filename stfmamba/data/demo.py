@@ -38,7 +38,7 @@ from multiprocessing import get_context
 
 from stfmamba.config import DemoConfig
 from stfmamba.data.faces import RunTracker, detect_faces, landmarks, pick_face
-from stfmamba.data.video import probe, read_all, read_runs, write_video
+from stfmamba.data.video import iter_frames, probe, read_all, read_runs, write_video
 
 __all__ = ["SOURCES", "DemoClip", "demo_clips", "DEMO_METHODS", "register_method", "build_demo",
            "piecewise_affine", "colour_transfer", "track_landmarks"]
@@ -408,13 +408,18 @@ def build_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
 
     n = cfg.clip_frames
     real_dir = out / "original_sequences" / "youtube" / "c23" / "videos"
-    for key, (fname, _, _) in SOURCES.items():   # decode each source once, up to its last wanted clip
-        need = [clips[v] for v in wanted if clips[v].source == key]
-        if need:
-            video, fps = read_all(src / fname, max_frames=max(c.start for c in need) + n)
-            for c in need:
-                write_video(real_dir / f"{c.video_id}.mp4", video[c.start:c.start + n], fps, crf=CRF)
-            del video
+    for key, (fname, _, _) in SOURCES.items():   # one streaming decode per source, clip by clip
+        need = {clips[v].start: clips[v] for v in wanted if clips[v].source == key}
+        if not need:
+            continue
+        fps = probe(src / fname).fps
+        buf: list[np.ndarray] = []
+        for i, frame in enumerate(iter_frames(src / fname, max_frames=max(need) + n)):
+            if i - i % n in need:
+                buf.append(frame)
+                if len(buf) == n:
+                    write_video(real_dir / f"{need[i - i % n].video_id}.mp4", np.stack(buf), fps, crf=CRF)
+                    buf = []
     log(f"demo: {len(wanted)} real clips in {time.perf_counter() - t0:.1f}s")
 
     # fakes of the val and test reals; every random choice is made here, in order
@@ -465,3 +470,49 @@ def build_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n")   # no timings: outputs stay reproducible
     log(f"demo: cross list with {len(rows)} videos; done in {time.perf_counter() - t0:.1f}s")
     return summary
+
+
+def contact_sheet(cfg: DemoConfig, path: str | Path, ids: tuple[str, ...] = ("franck_032", "cap13_003"),
+                  frames: tuple[int, ...] = (0, 60), tile: int = 160) -> Path:
+    """Eye check: face regions of real vs each demo manipulation (and the cross demo), as one PNG.
+
+    Rows: each id x frame; columns: real, then :data:`DEMO_METHODS`. A last row shows the cross
+    demo (carphone real / swapped, a low-quality real and fake). Written atomically.
+    """
+    out = Path(cfg.out_dir)
+    cols = ["real", *DEMO_METHODS]
+
+    def video(method: str, vid: str) -> np.ndarray:
+        sub = ("original_sequences/youtube" if method == "real" else f"manipulated_sequences/{method}")
+        return read_all(out / sub / "c23" / "videos" / f"{vid}.mp4")[0]
+
+    def face_tile(frame: np.ndarray, lm: np.ndarray, label: str) -> np.ndarray:
+        x0, y0, x1, y1 = _roi(lm, frame.shape, 0.35)
+        side = max(x1 - x0, y1 - y0)
+        t = cv2.resize(frame[y0:y0 + side, x0:x0 + side], (tile, tile), interpolation=cv2.INTER_AREA)
+        cv2.putText(t, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+        return t
+
+    rows = []
+    for vid in ids:
+        vids = {m: video(m, vid) for m in cols}
+        for f in frames:
+            lm = track_landmarks(vids["real"][f:f + 1])[0]
+            rows.append(np.concatenate([face_tile(vids[m][f], lm, f"{m} {vid} #{f}") for m in cols], 1))
+    cross = Path(cfg.cross_dir)
+    names = ["carphone.mp4", "carphone_DemoSwapFlicker.mp4", f"lq_{ids[0]}.mp4", f"lq_DemoSwapFlicker_{ids[0]}.mp4"]
+    tiles = []
+    for name in names:
+        if (cross / name).is_file():
+            v = read_all(cross / name, max_frames=1)[0][0]
+            big = cv2.resize(v, (v.shape[1] * 2, v.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+            tiles.append(face_tile(big, track_landmarks(big[None], detect_scale=1.0)[0], f"cross {name[:-4]}"))
+    while len(tiles) < len(cols):
+        tiles.append(np.zeros((tile, tile, 3), np.uint8))
+    rows.append(np.concatenate(tiles, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+    tmp.replace(path)
+    return path

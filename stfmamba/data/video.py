@@ -11,13 +11,13 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import av
 import cv2
 import numpy as np
 
-__all__ = ["VideoError", "VideoInfo", "probe", "read_runs", "read_all", "write_video", "run_starts"]
+__all__ = ["VideoError", "VideoInfo", "probe", "read_runs", "read_all", "iter_frames", "write_video", "run_starts"]
 
 
 class VideoError(RuntimeError):
@@ -144,6 +144,19 @@ def read_runs(path: str | Path, starts: Sequence[int], length: int) -> tuple[np.
         except av.error.FFmpegError as err:
             raise VideoError("unreadable", f"{path}: decoding failed: {err}") from None
     return np.stack(out), np.asarray(idx, dtype=np.int64)
+
+
+def iter_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode frames one by one (``(H, W, 3) uint8 RGB``), up to ``max_frames``; constant memory."""
+    with _open(path) as container:
+        s = container.streams.video[0]
+        try:
+            for i, frame in enumerate(container.decode(s)):
+                if max_frames is not None and i >= max_frames:
+                    break
+                yield _rgb(frame)
+        except av.error.FFmpegError as err:
+            raise VideoError("unreadable", f"{path}: decoding failed: {err}") from None
 
 
 def read_all(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
