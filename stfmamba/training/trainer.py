@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from stfmamba.training.optim import build_optimizer, build_scheduler
 from stfmamba.training.state import find_resume, load_resume, rng_state, save_resume, set_rng_state
 
 log = logging.getLogger(__name__)
+BEST_NAME = "best.pt"   # copy of the phase's best model kept in the checkpoint folder
 
 
 class TrainingDiverged(RuntimeError):
@@ -281,6 +283,10 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             st["best_auc"], st["best_epoch"] = (auc if math.isfinite(auc) else -1.0), st["epoch"]
             save_model_file(paths.model_out, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
                             val_auc=auc, describe=cfg.describe())
+            # a copy next to the resume checkpoint: a rerun of a finished phase (DVC removed the out)
+            # restores models/phase_x.pt from here instead of retraining
+            save_model_file(paths.ckpt_dir / BEST_NAME, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
+                            val_auc=auc, describe=cfg.describe())
         return res
 
     budget_stopped = False
@@ -381,6 +387,13 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         metrics["init_unused_tensors"] = len(st["init_report"]["unexpected"])
         metrics["init_mismatched_tensors"] = len(st["init_report"]["mismatched"])
     if info.is_main:
+        best_copy = paths.ckpt_dir / BEST_NAME
+        if not paths.model_out.is_file() and best_copy.is_file():   # finished phase rerun: restore the best model
+            paths.model_out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = paths.model_out.with_name(f".{paths.model_out.name}.{os.getpid()}.tmp")
+            shutil.copyfile(best_copy, tmp)
+            os.replace(tmp, paths.model_out)
+            log.info("phase %s was already complete in %s: restored %s", phase, paths.ckpt_dir, paths.model_out)
         _atomic_json(metrics, paths.metrics_out)
         live.end()
     D.barrier(info)

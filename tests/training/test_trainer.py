@@ -55,6 +55,14 @@ def test_two_epochs_lower_the_training_loss(tiny_dataset, tmp_path):
     model, cfg, meta = load_model_file(paths.model_out)
     assert cfg.model == params.model and meta["phase"] == "a"
     assert (paths.ckpt_dir / "last.pt").is_file()
+    # rerunning the finished phase (DVC deleted the model output) restores the best model, no retraining
+    best = torch.load(paths.model_out, weights_only=False)
+    paths.model_out.unlink()
+    again, _ = _run(params, "a", tmp_path)
+    assert again["resumed_from_step"] == 16 and again["steps"] == 16
+    restored = torch.load(paths.model_out, weights_only=False)
+    assert restored["meta"] == best["meta"]
+    assert all(torch.equal(v, restored["model"][k]) for k, v in best["model"].items())
 
 
 @pytest.mark.slow
