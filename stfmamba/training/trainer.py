@@ -245,7 +245,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             log.info("phase %s initialised from %s: %d/%d tensors loaded; new (missing): %d, unused: %d, "
                      "shape-mismatched: %d", phase, paths.init_model, n_total - len(rep.missing), n_total,
                      len(rep.missing), len(rep.unexpected), len(rep.mismatched))
-            new_modules = sorted({".".join(k.split(".")[:-2]) for k in rep.missing})
+            prefixes = sorted({k.rsplit(".", 1)[0] for k in rep.missing})
+            new_modules = [m for m in prefixes if not any(m.startswith(q + ".") for q in prefixes)]
             log.info("  new modules: %s", ", ".join(new_modules) or "none")
             for k in rep.missing:
                 log.debug("  new: %s", k)
