@@ -83,6 +83,10 @@ def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, 
                      out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Warp ``src`` so that ``src_pts`` land on ``dst_pts``, triangle by triangle.
 
+    Every destination triangle is rasterised with its index into an id map, each pixel takes its
+    triangle's inverse affine map, and one ``cv2.remap`` samples the source (bilinear, edge
+    replicated). Degenerate triangles (e.g. closed lips) are skipped.
+
     Args:
         src: ``(H, W, 3) uint8`` image to warp.
         src_pts, dst_pts: ``(K, 2)`` corresponding points.
@@ -90,28 +94,30 @@ def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, 
         out: canvas ``(H', W', 3)`` to draw on (a black one the size of ``src`` by default).
 
     Returns:
-        the canvas with every triangle drawn, and its ``(H', W') float32`` coverage mask in [0, 1].
+        the canvas with every triangle drawn, and its ``(H', W') float32`` coverage mask (0 or 1).
     """
     canvas = np.zeros_like(src) if out is None else out.copy()
     h, w = canvas.shape[:2]
-    cover = np.zeros((h, w), np.float32)
-    for tri in tris:
+    ids = np.full((h, w), -1, np.int32)
+    inv = np.zeros((len(tris), 2, 3), np.float32)
+    for k, tri in enumerate(tris):
         s, d = src_pts[tri].astype(np.float32), dst_pts[tri].astype(np.float32)
         area = (d[1, 0] - d[0, 0]) * (d[2, 1] - d[0, 1]) - (d[2, 0] - d[0, 0]) * (d[1, 1] - d[0, 1])
-        if abs(area) < 1.0:  # degenerate (e.g. closed lips): nothing to draw, and its inverse explodes
+        if abs(area) < 1.0:  # degenerate: nothing to draw, and its inverse explodes
             continue
-        x0, y0 = np.floor(d.min(0)).astype(int)
-        x1, y1 = np.ceil(d.max(0)).astype(int) + 1
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x1 - x0 < 1 or y1 - y0 < 1:
-            continue
-        m = cv2.getAffineTransform(s, d - np.float32([x0, y0]))
-        patch = cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
-        cv2.fillConvexPoly(mask, np.round((d - [x0, y0]) * 16).astype(np.int32), 1.0, cv2.LINE_AA, shift=4)
-        region = canvas[y0:y1, x0:x1].astype(np.float32)
-        canvas[y0:y1, x0:x1] = (region * (1 - mask[..., None]) + patch * mask[..., None]).astype(np.uint8)
-        cover[y0:y1, x0:x1] = np.maximum(cover[y0:y1, x0:x1], mask)
+        inv[k] = cv2.getAffineTransform(d, s)                  # destination pixel -> source pixel
+        cv2.fillConvexPoly(ids, np.round(d * 16).astype(np.int32), int(k), cv2.LINE_8, shift=4)
+    ys, xs = np.nonzero(ids >= 0)
+    if len(xs) == 0:
+        return canvas, np.zeros((h, w), np.float32)
+    a = inv[ids[ys, xs]]                                        # (P, 2, 3)
+    map_x = np.full((h, w), -1.0, np.float32)
+    map_y = np.full((h, w), -1.0, np.float32)
+    map_x[ys, xs] = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
+    map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
+    warped = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    cover = (ids >= 0).astype(np.float32)
+    canvas[ys, xs] = warped[ys, xs]
     return canvas, cover
 
 
