@@ -96,14 +96,24 @@ class _VideoClips(Dataset):
 
 
 def autocast_for(device: torch.device, amp: str):
-    """Autocast context for inference: bf16 for ``amp == "bf16"``, or ``auto`` on a bf16 GPU.
+    """Autocast context for inference, the training rule: ``bf16`` forces bf16 autocast, ``off``
+    disables it, ``auto`` uses bf16 where it is native (a bf16 GPU, or an AVX-512 BF16 / AMX CPU).
 
-    ``auto`` stays fp32 on CPU: for the demo model, bf16 inference on this AVX-512 BF16 CPU measured
-    ~20 % slower than fp32 (the 3D convs and scans dominate, not the matmuls);
-    see docs/pipeline.md.
+    Measured on the demo models (benchmarks/eval_amp.py, docs/pipeline.md): bf16 speeds up the
+    Phase B (Hydra) model and slows the Phase A model a little on this CPU; set ``training.amp: off``
+    to force fp32.
     """
-    if amp == "off" or (amp == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())):
+    if amp == "off":
         return contextlib.nullcontext()
+    if amp == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            fn = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+            amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+            native = bool((fn and fn()) or (amx and amx()))
+        if not native:
+            return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
