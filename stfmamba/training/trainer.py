@@ -213,7 +213,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept for fp16 ports
 
     st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_auc": -1.0, "best_epoch": -1, "skipped_steps": 0,
-          "bad_in_row": 0, "hours": 0.0, "history": [], "loss_sum": 0.0, "loss_n": 0, "init_report": None}
+          "bad_in_row": 0, "hours": 0.0, "history": [], "loss_sum": 0.0, "loss_n": 0, "parts_sum": {},
+          "init_report": None}
     resume_path = find_resume(paths.ckpt_dir, paths.durable_dir)
     resumed_from = None
     ck = load_resume(resume_path) if resume_path is not None else None
@@ -307,7 +308,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
                    desc=f"phase {phase} epoch {epoch + 1}/{epochs}", leave=False,
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)   # sparse lines in DVC / pod logs
         optimizer.zero_grad(set_to_none=True)
-        micro_loss = 0.0
+        micro_loss, micro_parts = 0.0, {}
         for b, batch in enumerate(loader, start=start_batch):
             x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
             y = batch["y"].flatten().to(device)                           # (2B,)
@@ -319,6 +320,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
                     loss, parts = loss_fn(out, y)
                 (loss / tr.accum_steps).backward()
             micro_loss += float(loss.detach()) / tr.accum_steps
+            micro_parts = {k: micro_parts.get(k, 0.0) + float(v) / tr.accum_steps for k, v in parts.items()}
             bar.update(1)
             if not last_micro:
                 continue
@@ -338,6 +340,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
                 st["bad_in_row"] = 0
                 st["loss_sum"] += micro_loss
                 st["loss_n"] += 1
+                for k, v in micro_parts.items():
+                    st["parts_sum"][k] = st["parts_sum"].get(k, 0.0) + v
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             budget.step()
@@ -345,7 +349,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             st["batch_in_epoch"] = b + 1
             if info.is_main:
                 bar.set_postfix(loss=f"{micro_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            micro_loss = 0.0
+            micro_loss, micro_parts = 0.0, {}
             budget_stopped = D.any_rank(budget.should_stop(), info)
             if budget_stopped or st["step"] % tr.checkpoint_every == 0:
                 checkpoint()
@@ -363,6 +367,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             st["history"].append({"epoch": epoch, "train_loss": train_loss, "val_auc": res["auc"],
                                   "val_acc": res["acc"], "lr": scheduler.get_last_lr()[0], "step": st["step"]})
             live.log_metric("train/loss", train_loss)
+            for k, v in st["parts_sum"].items():     # the loss terms of STFV8Loss (cross-entropy, HLL, ...)
+                live.log_metric(f"train/loss_{k}", v / max(1, st["loss_n"]))
             live.log_metric("train/lr", scheduler.get_last_lr()[0])
             live.log_metric("train/skipped_steps", st["skipped_steps"])
             live.log_metric("val/sbi_auc", res["auc"])
@@ -372,7 +378,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             log.info("phase %s epoch %d: train loss %.4f, SBI-val AUC %.4f (best %.4f @ %d)", phase, epoch + 1,
                      train_loss, res["auc"], st["best_auc"], st["best_epoch"] + 1)
         if epoch_done:
-            st.update(epoch=epoch + 1, batch_in_epoch=0, loss_sum=0.0, loss_n=0)
+            st.update(epoch=epoch + 1, batch_in_epoch=0, loss_sum=0.0, loss_n=0, parts_sum={})
             checkpoint()
         D.barrier(info)
 
