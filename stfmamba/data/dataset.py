@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -207,7 +206,3 @@ def sbi_config(features) -> SBIConfig:
     """Video-SBI knobs from the feature flags (drift kind, TPS)."""
     return SBIConfig(drift="multiscale" if features.use_multiscale_drift else "brownian", use_tps=features.use_tps)
 
-
-def excluded_frame(ds: VideoSBIDataset) -> pd.DataFrame:
-    """The excluded videos as a DataFrame ``(video_id, reason)`` for reports."""
-    return pd.DataFrame(ds.excluded, columns=["video_id", "reason"])

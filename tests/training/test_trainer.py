@@ -111,7 +111,7 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tiny_dataset, tmp_path
 @pytest.mark.slow
 def test_ddp_two_ranks_identical_weights(tiny_dataset, tmp_path):
     over = json.dumps({"clips_per_video": 1, "epochs_phase_a": 1, "batch_size": 1})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "trainkit.py"), str(tiny_dataset), str(tmp_path), "a", over]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
