@@ -18,6 +18,7 @@ Backends behind :func:`selective_scan_fn` (mamba-ssm's argument names, order and
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -33,8 +34,6 @@ __all__ = ["selective_scan_fn", "selective_scan_ref", "selective_scan_chunked", 
 
 def fp32_scan(fn):
     """Run ``fn`` with autocast off: the scan's exp / cumsum / decay matmuls stay in fp32 (or fp64)."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
