@@ -200,6 +200,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             raise RuntimeError("training.grad_checkpointing is true but the model has no set_grad_checkpointing()")
         model.set_grad_checkpointing(True)
     loss_fn = STFV8Loss(cfg)
+    if info.distributed:   # same init everywhere (DDP also broadcasts rank 0's), then per-rank dropout streams
+        seed_everything(tr.seed + info.rank)
 
     train_ds = VideoSBIDataset.from_params(params, "train", True, cfg.features)
     val_ds = VideoSBIDataset.from_params(params, "val", False, cfg.features) if info.is_main else None
@@ -227,7 +229,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
-        set_rng_state(ck["rng"])
+        per_rank = ck.get("rng_per_rank", [ck["rng"]])
+        set_rng_state(per_rank[info.rank] if info.rank < len(per_rank) else ck["rng"])  # world size may change
         st.update(ck["trainer"])
         resumed_from = st["step"]
         if info.is_main:
@@ -270,11 +273,14 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
                   if val_ds is not None else None)
 
     def checkpoint() -> None:
+        """Called at the same step on every rank: gathers each rank's RNG state, rank 0 writes."""
+        rngs = D.all_gather_object(rng_state(), info)
         if not info.is_main:
             return
         st["hours"] = budget.hours
         save_resume({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs[0],
+                     "rng_per_rank": rngs,
                      "config": to_dict(cfg), "trainer": dict(st), "step": st["step"], "epoch": st["epoch"],
                      "batch_in_epoch": st["batch_in_epoch"]}, paths.ckpt_dir, paths.durable_dir)
 

@@ -125,6 +125,9 @@ def test_ddp_two_ranks_identical_weights(tiny_dataset, tmp_path):
     assert moved > 0, "no weight changed: no optimizer step happened"
     m = json.loads((tmp_path / "metrics" / "train_phase_a.json").read_text())
     assert m["world_size"] == 2 and m["steps"] == 2   # 4 videos / (2 ranks x batch 1)
+    ck = torch.load(tmp_path / "ckpt" / "phase_a" / "last.pt", weights_only=False)
+    assert len(ck["rng_per_rank"]) == 2 and not torch.equal(ck["rng_per_rank"][0]["torch"],
+                                                            ck["rng_per_rank"][1]["torch"])
 
 
 def test_budget_tracker_stops_the_run(tiny_dataset, tmp_path):
