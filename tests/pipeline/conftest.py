@@ -45,16 +45,27 @@ def free_port() -> int:
 
 
 class WebDAVServer:
-    """wsgidav + cheroot serving ``root`` on 127.0.0.1 (anonymous read/write), in a thread."""
+    """wsgidav + cheroot serving ``root`` on 127.0.0.1 (anonymous read/write), in a thread.
 
-    def __init__(self, root: Path):
+    ``put_delay`` seconds are waited before each PUT (a slow link), so a test can interrupt an
+    upload half-way on any machine.
+    """
+
+    def __init__(self, root: Path, put_delay: float = 0.0):
         from cheroot import wsgi
         from wsgidav.wsgidav_app import WsgiDAVApp
         self.root, self.port = root, free_port()
         config = {"host": "127.0.0.1", "port": self.port, "provider_mapping": {"/": str(root)},
                   "simple_dc": {"user_mapping": {"*": True}}, "http_authenticator": {"domain_controller": None},
                   "verbose": 0, "logging": {"enable": False}, "lock_storage": True, "property_manager": True}
-        self.server = wsgi.Server(("127.0.0.1", self.port), WsgiDAVApp(config), numthreads=8)
+        dav = WsgiDAVApp(config)
+
+        def app(environ, start_response):
+            if put_delay and environ.get("REQUEST_METHOD") == "PUT":
+                time.sleep(put_delay)
+            return dav(environ, start_response)
+
+        self.server = wsgi.Server(("127.0.0.1", self.port), app, numthreads=8)
         self.thread = threading.Thread(target=self.server.start, daemon=True)
 
     def url(self, folder: str) -> str:
@@ -80,4 +91,12 @@ def webdav(tmp_path):
     root = tmp_path / "webdav_root"
     root.mkdir()
     with WebDAVServer(root) as server:
+        yield server
+
+
+@pytest.fixture()
+def slow_webdav(tmp_path):
+    root = tmp_path / "webdav_root"
+    root.mkdir()
+    with WebDAVServer(root, put_delay=0.05) as server:
         yield server

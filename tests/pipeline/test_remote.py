@@ -61,7 +61,8 @@ def test_push_clone_pull_nothing_to_rerun(tmp_path, webdav):
     assert "Stage 'make' didn't change" in run(["dvc", "repro"], clone).stdout
 
 
-def test_interrupted_push_is_completed_by_second_push(tmp_path, webdav):
+def test_interrupted_push_is_completed_by_second_push(tmp_path, slow_webdav):
+    webdav = slow_webdav
     (webdav.root / "store").mkdir()
     proj = tmp_path / "proj"
     _project(proj, n=80, size=20000)
