@@ -167,3 +167,13 @@ def test_non_finite_steps_are_skipped_then_stop_with_recovery_hint(tiny_dataset,
     ck = torch.load(tmp_path / "ckpt" / "phase_a" / "last.pt", weights_only=False) \
         if (tmp_path / "ckpt" / "phase_a" / "last.pt").exists() else None
     assert ck is None or ck["trainer"]["skipped_steps"] < 2
+
+
+def test_durable_copy_resumes_on_a_fresh_machine(tiny_dataset, tmp_path):
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), durable_copy=str(tmp_path / "volume"),
+                         clips_per_video=1, epochs_phase_a=1)
+    first, paths = _run(params, "a", tmp_path)
+    assert (tmp_path / "volume" / "phase_a" / "last.pt").is_file() and paths.durable_dir == tmp_path / "volume" / "phase_a"
+    shutil.rmtree(tmp_path / "ckpt")            # the pod's local disk is gone
+    again, _ = _run(params, "a", tmp_path)
+    assert again["resumed_from_step"] == first["steps"] == again["steps"]
