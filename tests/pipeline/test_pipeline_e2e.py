@@ -116,3 +116,5 @@ def test_exp_run_flag_reruns_only_phase_b(project):
     assert _stages_run(out) == {"train_phase_b", "eval_phase_b", "eval_cross"}, out[-2000:]
     table = run(["dvc", "exp", "show", "--csv"], proj).stdout
     assert "auc.overall" in table and "features.use_wss" in table
+    diff = run(["dvc", "metrics", "diff", "--all"], proj).stdout  # the experiment's workspace vs HEAD
+    assert "auc.DemoSwapFlicker" in diff and "metrics/eval_phase_b.json" in diff
