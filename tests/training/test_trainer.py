@@ -177,3 +177,10 @@ def test_durable_copy_resumes_on_a_fresh_machine(tiny_dataset, tmp_path):
     shutil.rmtree(tmp_path / "ckpt")            # the pod's local disk is gone
     again, _ = _run(params, "a", tmp_path)
     assert again["resumed_from_step"] == first["steps"] == again["steps"]
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_dataset, tmp_path):
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), clips_per_video=2, accum_steps=2,
+                         epochs_phase_a=1, grad_checkpointing=True)
+    m, _ = _run(params, "a", tmp_path)
+    assert m["steps"] == 2 and m["skipped_steps"] == 0   # 8 items / batch 2 = 4 micro-batches / 2
