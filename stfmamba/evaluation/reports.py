@@ -176,3 +176,14 @@ def describe_failures(name: str, videos: pd.DataFrame, limit: int = 20) -> str:
     if len(bad) > limit:
         lines.append(f"  ... {len(bad) - limit} more in failures.csv")
     return "\n".join(lines)
+
+
+def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
+    """A Markdown table (one row per subset: AUC, AP, EER, acc@0.5, clip AUC, reals / fakes)."""
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+    rows = [f"| {title} | AUC | AP | EER | acc@0.5 | clip AUC | reals / fakes |", "|---|---|---|---|---|---|---|"]
+    for name in metrics["auc"]:
+        n = f"{metrics['n_real'][name]} / {metrics['n_fake'][name]}" if "n_real" in metrics else ""
+        rows.append(f"| {name} | " + " | ".join(fmt(metrics[k][name]) for k in METRIC_KEYS) + f" | {n} |")
+    return "\n".join(rows)

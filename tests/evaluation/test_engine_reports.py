@@ -9,7 +9,8 @@ import torch
 from stfmamba.data.manifest import save_npz
 
 from stfmamba.evaluation.engine import ClipSpec, score_videos
-from stfmamba.evaluation.reports import describe_failures, summarize, write_dataset_report, write_json
+from stfmamba.evaluation.reports import (describe_failures, markdown_table, summarize, write_dataset_report,
+                                         write_json)
 
 SPEC = ClipSpec(num_segments=2, frames_per_segment=4, num_frames=4, img_size=16, clips_per_video=8)
 
@@ -85,6 +86,7 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert sorted(p.name for p in (out / "roc").iterdir()) == ["A.csv", "B.csv", "overall.csv"]
     assert len(pd.read_csv(out / "failures.csv")) == 4
     assert "4 of 11 videos could not be scored" in describe_failures("t", videos)
+    assert "| A | 1.000 | 1.000 | 0.000 | " in markdown_table(m)
 
 
 def test_clip_cap_is_evenly_spaced():
