@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stfmamba.config import (FeatureFlags, ModelConfig, Params, PreprocessConfig, STFV8Config, TrainingConfig,
+from stfmamba.config import (FeatureFlags, Params, PreprocessConfig, STFV8Config, TrainingConfig,
                              BudgetConfig, DataConfig, DatasetConfig)
 
 ROOT = Path(__file__).resolve().parents[2]
