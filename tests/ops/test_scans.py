@@ -138,3 +138,14 @@ def test_forcing_missing_cuda_backend_says_how_to_fix():
                                       torch.randn(1, 4, 1, 2), torch.randn(1, 4, 1, 2), 4, backend="cuda")
     with pytest.raises(ValueError, match="unknown"):
         ss.selective_scan_fn(**inp, backend="triton")
+
+
+@pytest.mark.parametrize("length", [5, 8, 13])
+def test_ssd_single_chunk_shortcut_matches_reference(length):
+    """One chunk, no states requested: the shortcut path equals the loop (and the multi-chunk path)."""
+    g = torch.Generator().manual_seed(3)
+    x, dt = torch.randn(2, length, 3, 4, generator=g), torch.randn(2, length, 3, generator=g)
+    A, B, C = -torch.rand(3, generator=g), torch.randn(2, length, 1, 5, generator=g), torch.randn(2, length, 1, 5, generator=g)
+    want = ssd.ssd_ref(x, dt, A, B, C, dt_softplus=True)
+    torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 16, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 4, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
