@@ -19,13 +19,28 @@ from torch import nn
 from stfmamba.models.sdim import AdaptiveStateGate
 from stfmamba.ops.selective_scan import selective_scan_fn
 
-__all__ = ["MambaMixer", "init_dt_bias"]
+__all__ = ["MambaMixer", "init_dt_bias", "causal_depthwise_conv"]
 
 
 def init_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 0.1) -> torch.Tensor:
     """Inverse-softplus of ``dt`` drawn log-uniformly in ``[dt_min, dt_max]`` (mamba's init)."""
     dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
     return dt + torch.log(-torch.expm1(-dt))
+
+
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Causal depthwise conv along the last axis: ``x (B, C, L)``, ``weight (C, 1, K)`` -> ``(B, C, L)``.
+
+    K shifted multiply-adds; on CPU several times faster than ``nn.Conv1d``'s depthwise kernel and
+    its backward for short sequences. Equals ``conv1d(x, weight, bias, padding=K-1, groups=C)[..., :L]``.
+    """
+    k, length = weight.shape[-1], x.shape[-1]
+    xp = F.pad(x, (k - 1, 0))                                         # (B, C, L + K - 1)
+    w = weight[:, 0].to(x.dtype)                                      # (C, K)
+    y = xp[..., 0:length] * w[:, 0, None]
+    for j in range(1, k):
+        y = y + xp[..., j:j + length] * w[:, j, None]
+    return y if bias is None else y + bias.to(x.dtype)[:, None]
 
 
 class MambaMixer(nn.Module):
@@ -61,12 +76,11 @@ class MambaMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, L, d_model)`` -> ``(B, L, d_model)``."""
-        length = x.shape[1]
         u, z = self.in_proj(x).chunk(2, dim=-1)                       # (B, L, d_inner) each
         u = rearrange(u, "b l d -> b d l")
         if self.ndir == 2:
             u = torch.cat([u, u.flip(-1)], dim=1)                     # (B, 2·d_inner, L)
-        u = F.silu(self.conv1d(u)[..., :length])                      # causal depthwise conv
+        u = F.silu(causal_depthwise_conv(u, self.conv1d.weight, self.conv1d.bias))
         proj = rearrange(self.x_proj(u), "b (g k) l -> b g k l", g=self.ndir)
         dt, Bm, Cm = proj.split([self.dt_rank, self.d_state, self.d_state], dim=2)  # (B, g, ·, L)
         dt = self.dt_proj(rearrange(dt, "b g r l -> b (g r) l"))      # (B, g·d_inner, L)

@@ -66,9 +66,11 @@ def _analysis_last(x: torch.Tensor, wavelet: str) -> torch.Tensor:
     # half-sample symmetric extension (pywt 'symmetric' = numpy 'symmetric')
     padded = torch.cat([flat[..., :ext].flip(-1), flat, flat[..., -ext:].flip(-1)], dim=-1)
     # pywt output o = sum_j f[j] * x_ext[2o + 1 + ext - j]: a correlation with the flipped
-    # filter, starting one sample into the padded signal, stride 2.
-    out = F.conv1d(padded[..., 1:], _bank((dec_lo, dec_hi), x, flip=True), stride=2)  # (M, 2, n')
-    return out.movedim(1, 0).reshape(2, *lead, out.shape[-1])
+    # filter, starting one sample into the padded signal, stride 2 — written as strided windows
+    # times a (F, 2) filter bank, one matmul (much faster on CPU than a 1-channel conv1d).
+    windows = padded[:, 0, 1:].unfold(-1, flen, 2)                    # (M, n', F)
+    out = windows @ _bank((dec_lo, dec_hi), x, flip=True)[:, 0].t()   # (M, n', 2)
+    return out.permute(2, 0, 1).reshape(2, *lead, out.shape[1])
 
 
 def _synthesis_last(c: torch.Tensor, wavelet: str) -> torch.Tensor:
