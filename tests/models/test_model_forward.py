@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from stfmamba.config import FeatureFlags, ModelConfig, STFV8Config, TrainingConfig, load_params
+from stfmamba.config import FeatureFlags, STFV8Config, load_params
 from stfmamba.models import STFMamba, build_model
 from stfmamba.models.blocks import temporal_plan
 from stfmamba.models.losses import STFV8Loss
