@@ -372,6 +372,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             res = validate_and_select()
             st["history"].append({"epoch": epoch, "train_loss": train_loss, "val_auc": res["auc"],
                                   "val_acc": res["acc"], "lr": scheduler.get_last_lr()[0], "step": st["step"]})
+            live.step = epoch          # x axis = epoch, also after a resume (DVC may have removed the old logs)
             live.log_metric("train/loss", train_loss)
             for k, v in st["parts_sum"].items():     # the loss terms of STFV8Loss (cross-entropy, HLL, ...)
                 live.log_metric(f"train/loss_{k}", v / max(1, st["loss_n"]))
