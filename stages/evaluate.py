@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=sorted(PHASES), required=True)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar (default when stderr is not a terminal)")
     args = ap.parse_args(argv)
     model_path, metrics_path, plots_dir = PHASES[args.phase]
     try:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg, _ = load_checkpoint(model_path)
         root = Path(params.data.preprocessed_dir)
         names = list(params.data.cross) if args.phase == "cross" else [params.data.test]
-        kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp, progress=not args.no_progress)
+        kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp, progress=not args.no_progress and sys.stderr.isatty())
         if args.phase == "cross":
             results = [evaluate_dataset(model, cfg.model, n, root / n, Path(plots_dir) / n, **kw) for n in names]
             metrics = write_cross_summary(plots_dir, results)
