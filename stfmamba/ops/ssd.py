@@ -40,7 +40,7 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return (cs[..., :, None] - cs[..., None, :]).masked_fill(~causal, float("-inf"))
 
 
-def _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit):
+def _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, expand_groups: bool = True):
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
     if dt_bias is not None:
@@ -52,6 +52,8 @@ def _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit):
     h, g = x.shape[2], B.shape[2]
     if h % g:
         raise ValueError(f"ssd: B/C have {g} groups, which does not divide the {h} heads of x")
+    if not expand_groups:
+        return x, dt, A, B, C
     B = B.repeat_interleave(h // g, dim=2)                            # (b, l, h, n)
     C = C.repeat_interleave(h // g, dim=2)
     return x, dt, A, B, C
@@ -101,8 +103,9 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
         ``y: (B, L, H, P)`` in ``x``'s dtype (and final states ``(B, H, P, N)`` if requested).
     """
     out_dtype = x.dtype
-    x, dt, A, B, C = _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit)
+    x, dt, A, B, C = _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, expand_groups=False)
     b, l, h, p = x.shape
+    g = B.shape[2]
     q = max(1, min(chunk_size, l))
     nc = -(-l // q)
     pad = nc * q - l
@@ -113,18 +116,21 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
         xdt, a = F.pad(xdt, (0, 0, 0, 0, 0, pad)), F.pad(a, (0, 0, 0, pad))
         Bp, Cp = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
     xc = rearrange(xdt, "b (c q) h p -> b c h q p", q=q)
-    Bc = rearrange(Bp, "b (c q) h n -> b c h q n", q=q)
-    Cc = rearrange(Cp, "b (c q) h n -> b c h q n", q=q)
+    Bc = rearrange(Bp, "b (c q) g n -> b c g q n", q=q)
+    Cc = rearrange(Cp, "b (c q) g n -> b c g q n", q=q)
     ac = rearrange(a, "b (c q) h -> b h c q", q=q)
     a_cs = ac.cumsum(-1)                                              # (b, h, c, q)
 
-    # 1. within chunks: Y = (L ∘ C Bᵀ) X
+    # 1. within chunks: Y = (L ∘ C Bᵀ) X, with C Bᵀ computed once per group and shared by its heads
     Lmat = segsum(ac).exp().transpose(1, 2)                           # (b, c, h, q, q)
-    y = ((Cc @ Bc.transpose(-1, -2)) * Lmat) @ xc                     # (b, c, h, q, p)
+    CB = (Cc @ Bc.transpose(-1, -2))[:, :, :, None]                   # (b, c, g, 1, q, q)
+    M = (Lmat.reshape(b, nc, g, h // g, q, q) * CB).reshape(b, nc, h, q, q)
+    y = M @ xc                                                        # (b, c, h, q, p)
     if nc == 1 and initial_states is None and not return_final_states:
         # one chunk, zero initial state: step 1 is the whole answer (the common short-clip case)
         y = rearrange(y, "b c h q p -> b (c q) h p")[:, :l]
         return _finish(y, x, D, z, out_dtype)
+    Bc, Cc = Bc.repeat_interleave(h // g, dim=2), Cc.repeat_interleave(h // g, dim=2)  # (b, c, h, q, n)
     # 2. state at the end of each chunk from its own inputs
     to_end = (a_cs[..., -1:] - a_cs).exp().transpose(1, 2)            # (b, c, h, q)
     chunk_states = (xc * to_end[..., None]).transpose(-1, -2) @ Bc    # (b, c, h, p, n)
