@@ -129,8 +129,12 @@ def test_timm_trunk_loads_a_local_weights_file_and_errors_clearly(tmp_path):
 
 def test_timm_trunk_hub_without_network_says_what_to_do(monkeypatch, tmp_path):
     pytest.importorskip("timm")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")              # no network here either way; fail fast
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))    # an empty cache
+    hf_constants = pytest.importorskip("huggingface_hub.constants")
+    # no network here either way; offline mode fails fast instead of waiting for connection timeouts
+    # (huggingface_hub reads its env vars at import, so set the constants it checks at call time)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))   # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     base = STFV8Config.debug()
     cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, spatial_backbone="convnextv2_atto",
                                                                pretrained="hub"))
