@@ -106,7 +106,7 @@ def test_repro_writes_metrics_then_is_a_noop(project):
     plots = run(["dvc", "plots", "show", "-o", str(proj.parent / "plots_html")], proj)
     assert "failed to load" not in plots.stdout + plots.stderr
     html = (proj.parent / "plots_html" / "index.html").read_text()
-    assert "eval_phase_a/roc/DemoSwapFlicker.csv" in html and "eval_cross/auc.csv" in html
+    assert "eval_phase_a/roc/DemoSwapFlicker.csv" in html and "AUC per dataset, cross" in html
 
 
 @pytest.mark.slow
