@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg, _ = load_checkpoint(model_path)
         root = Path(params.data.preprocessed_dir)
         names = list(params.data.cross) if args.phase == "cross" else [params.data.test]
-        kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp, progress=not args.no_progress and sys.stderr.isatty())
+        kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp,
+                  progress=not args.no_progress and sys.stderr.isatty())
         if args.phase == "cross":
             results = [evaluate_dataset(model, cfg.model, n, root / n, Path(plots_dir) / n, **kw) for n in names]
             metrics = write_cross_summary(plots_dir, results)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import env, git_init, run
+from dvc_helpers import env, git_init, run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import env, git_init, run
+from dvc_helpers import env, git_init, run
 
 MAKE = """\
 import os, sys
