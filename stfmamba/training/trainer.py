@@ -20,6 +20,7 @@ Runs single-process or under ``torchrun`` (DDP; rank 0 validates, logs and write
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -167,6 +168,22 @@ def _recovery_hint(tr: TrainingConfig) -> str:
 
 
 # --------------------------------------------------------------------------- main loop
+def input_fingerprint(params: Params, paths: TrainPaths) -> dict[str, str | None]:
+    """Content hashes of what a phase trains from besides its config: the training dataset's
+    manifest and (Phase B) the initial model file. A resume checkpoint is only resumed when these
+    match, so new data or a retrained Phase A never silently brings back an old model."""
+    def digest(path: Path | None) -> str | None:
+        if path is None or not path.is_file():
+            return None
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    manifest = Path(params.data.preprocessed_dir) / params.data.train / "manifest.csv"
+    return {"manifest": digest(manifest), "init_model": digest(paths.init_model)}
+
+
 def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = False):
     """Train one phase; returns the metrics dict (also written to ``paths.metrics_out`` by rank 0).
 
@@ -220,9 +237,12 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     resume_path = find_resume(paths.ckpt_dir, paths.durable_dir)
     resumed_from = None
     ck = load_resume(resume_path) if resume_path is not None else None
-    if ck is not None and ck["config"] != to_dict(cfg):  # params changed (e.g. dvc exp run -S): a new run
-        log.warning("%s: resume checkpoint was made with a different model/training config; starting phase %s "
-                    "from scratch (it will be overwritten)", resume_path, phase)
+    inputs = input_fingerprint(params, paths)
+    if ck is not None and (ck["config"] != to_dict(cfg) or ck.get("inputs") != inputs):
+        # params changed (e.g. dvc exp run -S), or the training data / initial model did: a new run
+        log.warning("%s: resume checkpoint was made with a different config or different inputs (training "
+                    "manifest, initial model); starting phase %s from scratch (it will be overwritten)",
+                    resume_path, phase)
         ck = None
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -281,7 +301,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         save_resume({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs[0],
                      "rng_per_rank": rngs,
-                     "config": to_dict(cfg), "trainer": dict(st), "step": st["step"], "epoch": st["epoch"],
+                     "config": to_dict(cfg), "inputs": inputs, "trainer": dict(st), "step": st["step"], "epoch": st["epoch"],
                      "batch_in_epoch": st["batch_in_epoch"]}, paths.ckpt_dir, paths.durable_dir)
 
     def validate_and_select() -> dict:

@@ -184,3 +184,21 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_dataset, tmp_path):
                          epochs_phase_a=1, grad_checkpointing=True)
     m, _ = _run(params, "a", tmp_path)
     assert m["steps"] == 2 and m["skipped_steps"] == 0   # 8 items / batch 2 = 4 micro-batches / 2
+
+
+def test_changed_training_data_starts_a_fresh_run(tiny_dataset, tmp_path):
+    """Same params, different manifest: the finished checkpoint must not be restored as the result."""
+    import pandas as pd
+    data = tmp_path / "preprocessed" / "tiny"
+    shutil.copytree(tiny_dataset, data)
+    params = tiny_params(data, checkpoint_dir=str(tmp_path / "ckpt"), clips_per_video=1, epochs_phase_a=1)
+    first, _ = _run(params, "a", tmp_path)
+    again, _ = _run(params, "a", tmp_path)                 # unchanged inputs: the finished run is resumed
+    assert again["resumed_from_step"] == first["steps"]
+    manifest = pd.read_csv(data / "manifest.csv")
+    train_rows = manifest.index[(manifest["split"] == "train") & (manifest["label"] == 0)]
+    assert len(train_rows) > 1
+    manifest.drop(index=train_rows[:1]).to_csv(data / "manifest.csv", index=False)
+    fresh, _ = _run(params, "a", tmp_path)
+    assert fresh["resumed_from_step"] is None
+    assert fresh["train_videos"] == first["train_videos"] - 1
