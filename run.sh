@@ -11,14 +11,17 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q -U pip
+# DVC stages run `python stages/...`: that python must be the environment's
+export VIRTUAL_ENV="$(cd "$venv" && pwd)"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
 case "${1:-}" in
   demo)
-    "$venv/bin/python" -m pip install -q -e .
-    "$venv/bin/dvc" repro "${@:2}"
+    python -m pip install -q -e .
+    dvc repro "${@:2}"
     ;;
   test)
-    "$venv/bin/python" -m pip install -q -e ".[dev]"
-    "$venv/bin/python" -m pytest "${@:2}"
+    python -m pip install -q -e ".[dev]"
+    python -m pytest "${@:2}"
     ;;
   *)
     echo "usage: ./run.sh demo|test [extra args for dvc repro / pytest]" >&2
