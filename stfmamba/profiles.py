@@ -141,7 +141,7 @@ def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
     m, tr = params.model, params.training
     x = torch.randn(2 * tr.batch_size, 3, m.num_frames, m.img_size, m.img_size, device=device)
     y = torch.arange(2 * tr.batch_size, device=device) % 2
-    from stfmamba.training.trainer import resolve_amp
+    from stfmamba.amp import resolve_amp
     amp = resolve_amp(tr.amp, device)
     times = []
     for i in range(steps + 1):  # the first step warms up (allocations, kernel selection)

@@ -166,7 +166,7 @@ class VideoSBIDataset(Dataset):
         s = self.spec
         if start is None:
             start = random_clip_start(rng, s.num_segments, s.frames_per_segment, s.num_frames)
-        data = load_npz(path)
+        data = load_npz(path, keys=("frames", "landmarks"))   # the keys checked when the dataset was built
         real = data["frames"][start:start + s.num_frames]
         lms = data["landmarks"][start:start + s.num_frames]
         if self._src_tf is None:

@@ -87,8 +87,9 @@ def save_npz(path: str | Path, frames: np.ndarray, landmarks: np.ndarray, boxes:
     os.replace(tmp, path)
 
 
-def load_npz(path: str | Path) -> dict[str, Any]:
-    """One video's arrays: ``frames``, ``landmarks``, ``boxes``, ``frame_idx`` and ``metadata`` (a dict).
+def load_npz(path: str | Path, keys: tuple[str, ...] = NPZ_KEYS) -> dict[str, Any]:
+    """One video's arrays: ``frames``, ``landmarks``, ``boxes``, ``frame_idx`` and ``metadata`` (a dict),
+    or only ``keys`` of them (loaders read just what they use).
 
     Raises:
         ManifestError: missing file or missing keys (naming the file; re-run preprocess).
@@ -98,11 +99,12 @@ def load_npz(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ManifestError(f"{path}: npz not found; run `dvc repro preprocess` (or `dvc pull`)")
     with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in NPZ_KEYS if k not in z.files]
+        missing = [k for k in keys if k not in z.files]
         if missing:
             raise ManifestError(f"{path}: keys {missing} missing; delete it and re-run preprocess")
-        out = {k: z[k] for k in NPZ_KEYS if k != "metadata"}
-        out["metadata"] = json.loads(str(z["metadata"]))
+        out = {k: z[k] for k in keys if k != "metadata"}
+        if "metadata" in keys:
+            out["metadata"] = json.loads(str(z["metadata"]))
     return out
 
 

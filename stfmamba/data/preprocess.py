@@ -197,7 +197,9 @@ def preprocess_dataset(name: str, rows: Iterable[VideoRow], cfg: PreprocessConfi
         old = previous.get((r.method, r.video_id))
         if (old is not None and old["src_hash"] == rec["src_hash"] and old["params_hash"] == phash
                 and old["src_path"] == rec["src_path"]
-                and (old["status"] == "failed" or (out_dir / npz_rel).is_file())):
+                # a failure from our own code ("error: ...") is retried; a bad video is not
+                and ((old["status"] == "failed" and not str(old["reason"]).startswith("error"))
+                     or (out_dir / npz_rel).is_file())):
             done[(r.method, r.video_id)] = old | {"split": r.split, "label": int(r.label)}
         else:
             todo.append((rec, str(out_dir / npz_rel)))

@@ -7,6 +7,8 @@ and returns a report whose ``errors`` say what is missing and how to fix it.
 """
 from __future__ import annotations
 
+import zipfile
+
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,7 @@ def verify_dataset(dataset_dir: str | Path, cfg: PreprocessConfig, check_files: 
             path = dataset_dir / rec.npz
             try:
                 found = check_npz(load_npz(path), cfg)
-            except (ManifestError, OSError, ValueError, KeyError) as err:
+            except (ManifestError, OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
                 found = [str(err)]
             checked += 1
             problems += [f"{path}: {p}" for p in found]

@@ -134,6 +134,8 @@ def read_runs(path: str | Path, starts: Sequence[int], length: int) -> tuple[np.
                     i = _frame_index(frame, s, fps)
                     if i < run_start:
                         continue
+                    if i != run_start + got:   # a gap or repeat in the timestamps: not a contiguous run
+                        raise VideoError("bad_timestamps", f"{path}: frame {i} where {run_start + got} was expected")
                     out.append(_rgb(frame))
                     idx.append(i)
                     got += 1

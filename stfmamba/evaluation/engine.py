@@ -23,7 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from stfmamba.amp import resolve_amp
 from stfmamba.data.clips import clip_starts, frames_to_tensor
+from stfmamba.data.manifest import load_npz
 
 VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "n_clips"]
 CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score"]  # row: index into the videos table
@@ -47,29 +49,6 @@ class ClipSpec:
         return starts
 
 
-def read_manifest(dataset_dir: Path) -> pd.DataFrame:
-    """The manifest of a preprocessed dataset (via ``stfmamba.data.manifest`` when present)."""
-    try:
-        from stfmamba.data.manifest import read_manifest as _read
-    except ImportError:  # the data package's reader has not landed: read the CSV contract directly
-        path = Path(dataset_dir) / "manifest.csv"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: manifest not found; run the preprocess stage "
-                                    "(dvc repro preprocess) for this dataset first") from None
-        return pd.read_csv(path, dtype={"video_id": str}, keep_default_na=False)
-    return _read(Path(dataset_dir))
-
-
-def load_npz(path: Path) -> dict:
-    """One preprocessed video (frames, landmarks, boxes, frame_idx, metadata)."""
-    try:
-        from stfmamba.data.manifest import load_npz as _load
-    except ImportError:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    return _load(Path(path))
-
-
 class _VideoClips(Dataset):
     """Item ``i`` -> ``(i, clips (K,3,T,H,W) or None, error str)`` for the i-th video."""
 
@@ -82,7 +61,7 @@ class _VideoClips(Dataset):
     def __getitem__(self, i: int):
         spec = self.spec
         try:
-            frames = load_npz(self.paths[i])["frames"]  # (N, H, W, 3) uint8
+            frames = load_npz(self.paths[i], keys=("frames",))["frames"]  # (N, H, W, 3) uint8
         except Exception as err:  # unreadable / missing file: reported, not raised
             return i, None, f"npz unreadable: {type(err).__name__}: {err}"
         starts = spec.starts()
@@ -103,18 +82,8 @@ def autocast_for(device: torch.device, amp: str):
     Phase B (Hydra) model and slows the Phase A model a little on this CPU; set ``training.amp: off``
     to force fp32.
     """
-    if amp == "off":
-        return contextlib.nullcontext()
-    if amp == "auto":
-        if device.type == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        else:
-            fn = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-            amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-            native = bool((fn and fn()) or (amx and amx()))
-        if not native:
-            return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    dtype = resolve_amp(amp, device)
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 @torch.no_grad()

@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 
 from stfmamba.config import EvalConfig, PreprocessConfig
-from stfmamba.evaluation.engine import ClipSpec, read_manifest, score_videos
+from stfmamba.data.manifest import read_manifest
+from stfmamba.evaluation.engine import ClipSpec, score_videos
 from stfmamba.evaluation.reports import describe_failures, write_csv, write_curves, write_dataset_report, write_json
 
 

@@ -63,6 +63,8 @@ class TimmTrunk(nn.Module):
                                         "path of a timm state_dict (.pth/.safetensors), 'hub' or 'none'")
             self.net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
                                          **kwargs)
+        for mod in self.net.modules():   # pretrained (or timm-initialised) trunk: the model's init leaves it alone
+            mod._no_reinit = True
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
         self.proj = nn.Linear(self.net.feature_info.channels()[0], out_dim)
         self.norm = LayerNorm(out_dim)

@@ -149,14 +149,15 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
 
 
 def _ssd_cuda(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
-              dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False):
+              dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False, seq_idx=None):
     if _cuda_ssd is None:
         raise RuntimeError("SSD backend 'cuda' needs mamba-ssm, which is not installed: "
                            "run `pip install .[gpu]` on a CUDA machine, or use backend='torch'")
     if not x.is_cuda:
         raise RuntimeError("SSD backend 'cuda' needs CUDA tensors; move the model to a GPU or use backend='torch'")
     return _cuda_ssd(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
-                     dt_softplus=dt_softplus, dt_limit=dt_limit, return_final_states=return_final_states)
+                     seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=dt_limit,
+                     return_final_states=return_final_states)
 
 
 BACKENDS = {"cuda": _ssd_cuda, "torch": ssd_chunked, "ref": ssd_ref}
@@ -177,7 +178,7 @@ def mamba_chunk_scan_combined(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor
     if seq_idx is not None:
         if backend != "cuda":
             raise ValueError("mamba_chunk_scan_combined: seq_idx is only supported by the cuda backend")
-        return _cuda_ssd(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
+        return _ssd_cuda(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
                          seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=dt_limit,
                          return_final_states=return_final_states)
     return BACKENDS[backend](x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,

@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from stfmamba.amp import resolve_amp
 from stfmamba.config import Params, STFV8Config, TrainingConfig, to_dict
 from stfmamba.data.dataset import VideoSBIDataset, normalize_clips, worker_init
 from stfmamba.training import distributed as D
@@ -108,24 +109,6 @@ class SkipSampler(Sampler):
 
 
 # --------------------------------------------------------------------------- helpers
-def cpu_has_bf16() -> bool:
-    """True when this CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX)."""
-    fn = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((fn and fn()) or (amx and amx()))
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``training.amp``: ``auto`` = bf16 on CUDA with bf16 and on bf16 CPUs, else off."""
-    if mode == "off":
-        return None
-    if mode == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_bf16() else None
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -95,12 +95,17 @@ def test_stage_fails_on_empty_split_and_broken_npz(preprocessed, tmp_path):
     z = load_npz(copy / "demo" / rec.npz)
     z["landmarks"][0, 0, 0] = np.nan
     save_npz(copy / "demo" / rec.npz, z["frames"], z["landmarks"], z["boxes"], z["frame_idx"], z["metadata"])
+    # and another one truncated half-way (a broken download): reported, not a crash
+    cut = df[(df.status == "ok") & (df.npz != rec.npz)].iloc[0]
+    data = (copy / "demo" / cut.npz).read_bytes()
+    (copy / "demo" / cut.npz).write_bytes(data[: len(data) // 2])
     raw = dict(raw, data=dict(raw["data"], preprocessed_dir=str(copy)))
     p = _stage(raw, tmp_path)
     assert p.returncode == 1
     assert "dataset 'demo': no usable fake test videos in split 'test'" in p.stderr
     assert "re-run `dvc repro preprocess`" in p.stderr
     assert f"{rec.npz}: landmarks: NaN or inf" in p.stderr
+    assert f"{cut.npz}: " in p.stderr and "Traceback" not in p.stderr
     assert json.loads((tmp_path / "metrics" / "data.json").read_text())["errors"]
 
 

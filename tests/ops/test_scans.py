@@ -126,6 +126,25 @@ def test_scans_keep_fp32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = ss.selective_scan_fn(**inp, delta_softplus=True, backend="torch", chunk_size=4)
     _close(got, want.double(), 1e-4)
+    # SSD is made of matmuls: without its fp32 guard, bf16 autocast would cost it ~5e-2
+    g = torch.Generator().manual_seed(4)
+    x, dt = torch.randn(2, 20, 3, 4, generator=g), torch.randn(2, 20, 3, generator=g)
+    A, B, C = -torch.rand(3, generator=g), torch.randn(2, 20, 1, 5, generator=g), torch.randn(2, 20, 1, 5, generator=g)
+    want = ssd.ssd_ref(x, dt, A, B, C, dt_softplus=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ssd.ssd_chunked(x, dt, A, B, C, 4, dt_softplus=True)
+    assert got.dtype == torch.float32
+    _close(got, want.double(), 1e-4)
+
+
+def test_shift_add_depthwise_convs_equal_conv1d():
+    from stfmamba.models.hydra import depthwise_conv_seq
+    from stfmamba.models.mamba import causal_depthwise_conv
+    g = torch.Generator().manual_seed(5)
+    x, w, b = torch.randn(2, 6, 11, generator=g), torch.randn(6, 1, 5, generator=g), torch.randn(6, generator=g)
+    torch.testing.assert_close(causal_depthwise_conv(x, w, b), F.conv1d(x, w, b, padding=4, groups=6)[..., :11])
+    centred = depthwise_conv_seq(x.transpose(1, 2), w, b).transpose(1, 2)          # (B, L, C) layout
+    torch.testing.assert_close(centred, F.conv1d(x, w, b, padding=2, groups=6))
 
 
 @pytest.mark.skipif(ss._cuda_selective_scan is not None, reason="mamba-ssm is installed")

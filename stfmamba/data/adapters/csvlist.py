@@ -28,7 +28,7 @@ class CSVListAdapter(DatasetAdapter):
             if rec["label"] not in ("0", "1"):
                 raise ConfigError(f"{path}:{i}: label must be 0 (real) or 1 (fake), got {rec['label']!r}")
             label = int(rec["label"])
-            method = rec.get("method") or (REAL if label == 0 else "fake")
+            method = REAL if label == 0 else (rec.get("method") or "fake")   # reals are always "real"
             rel = Path(rec["path"])
             vid = rel.with_suffix("").as_posix().replace("/", "__")
             split = rec.get("split") or "test"
