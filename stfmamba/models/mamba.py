@@ -50,18 +50,18 @@ class MambaMixer(nn.Module):
         d_model: channels. d_state: SSM state size ``N``. d_conv: causal conv width.
         expand: ``d_inner = expand · d_model``. bidirectional: add a scan of the flipped sequence.
         adaptive_sdim: gate the state channels (see :mod:`stfmamba.models.sdim`).
-        chunk_size: chunk length of the CPU scan backend.
+        backend: selective-scan backend (``auto`` = mamba-ssm on a GPU, the blocked CPU scan otherwise).
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: Optional[int] = None, bidirectional: bool = False, adaptive_sdim: bool = False,
-                 chunk_size: int = 4, backend: str = "auto") -> None:
+                 backend: str = "auto") -> None:
         super().__init__()
         self.d_inner = expand * d_model
         self.d_state = d_state
         self.ndir = 2 if bidirectional else 1
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
-        self.chunk_size, self.backend = chunk_size, backend
+        self.backend = backend
         inner = self.ndir * self.d_inner
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner)
         self.conv1d = nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1)
@@ -87,7 +87,7 @@ class MambaMixer(nn.Module):
         if self.state_gate is not None:
             Cm = Cm * self.state_gate()[None, :, :, None].to(Cm.dtype)
         y = selective_scan_fn(u, dt, -torch.exp(self.A_log.float()), Bm, Cm, self.D.float(), None,
-                              self.dt_bias.float(), True, backend=self.backend, chunk_size=self.chunk_size)
+                              self.dt_bias.float(), True, backend=self.backend)
         if self.ndir == 2:
             y = y[:, :self.d_inner] + y[:, self.d_inner:].flip(-1)   # (B, d_inner, L)
         y = rearrange(y, "b d l -> b l d").to(z.dtype) * F.silu(z)

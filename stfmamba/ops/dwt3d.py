@@ -66,11 +66,19 @@ def _analysis_last(x: torch.Tensor, wavelet: str) -> torch.Tensor:
     # half-sample symmetric extension (pywt 'symmetric' = numpy 'symmetric')
     padded = torch.cat([flat[..., :ext].flip(-1), flat, flat[..., -ext:].flip(-1)], dim=-1)
     # pywt output o = sum_j f[j] * x_ext[2o + 1 + ext - j]: a correlation with the flipped
-    # filter, starting one sample into the padded signal, stride 2 — written as strided windows
-    # times a (F, 2) filter bank, one matmul (much faster on CPU than a 1-channel conv1d).
-    windows = padded[:, 0, 1:].unfold(-1, flen, 2)                    # (M, n', F)
-    out = windows @ _bank((dec_lo, dec_hi), x, flip=True)[:, 0].t()   # (M, n', 2)
-    return out.permute(2, 0, 1).reshape(2, *lead, out.shape[1])
+    # filter, starting one sample into the padded signal, stride 2. Written as F shifted strided
+    # views times scalars (one fused multiply-add each, for both filters at once): on CPU that is
+    # several times faster, forward and backward, than unfold + a batched (F, 2) matmul or a
+    # 1-channel strided conv1d, whose per-row work is far too small for a matrix kernel.
+    src = padded[:, 0, 1:]
+    n_out = (src.shape[-1] - flen) // 2 + 1
+    bank = _bank((dec_lo, dec_hi), x, flip=True)[:, 0]               # (2, F)
+    out = None
+    for j in range(flen):
+        tap = src[None, :, j: j + 2 * n_out - 1: 2]                   # (1, M, n') strided view
+        term = tap * bank[:, j, None, None]
+        out = term if out is None else out + term
+    return out.reshape(2, *lead, n_out)
 
 
 def _synthesis_last(c: torch.Tensor, wavelet: str) -> torch.Tensor:

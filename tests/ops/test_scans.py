@@ -68,7 +68,7 @@ def test_selective_scan_matches_recurrence(backend, length):
     dev = "cuda" if backend == "cuda" else "cpu"
     for dtype, tol in ((torch.float64, 1e-8), (torch.float32, 1e-4)):
         inp = {k: v.detach().to(dev, dtype).requires_grad_() for k, v in ref_in.items()}
-        y, h = ss.selective_scan_fn(**inp, delta_softplus=True, return_last_state=True, backend=backend, chunk_size=8)
+        y, h = ss.selective_scan_fn(**inp, delta_softplus=True, return_last_state=True, backend=backend)
         assert y.dtype == dtype and y.shape == y_ref.shape
         _close(y.cpu(), y_ref.detach(), tol)
         _close(h.cpu(), h_ref.detach(), tol)
@@ -78,9 +78,31 @@ def test_selective_scan_matches_recurrence(backend, length):
 
 def test_selective_scan_shared_B_C_layout():
     inp = _scan_inputs(9, groups=1)
-    y3 = ss.selective_scan_chunked(inp["u"], inp["delta"], inp["A"], inp["B"][:, 0], inp["C"][:, 0], chunk_size=4)
+    y3 = ss.selective_scan_blocked(inp["u"], inp["delta"], inp["A"], inp["B"][:, 0], inp["C"][:, 0])
     y4 = ss.selective_scan_ref(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"])
     torch.testing.assert_close(y3, y4)
+
+
+@pytest.mark.parametrize("block_elems", [1, 300])
+def test_blocked_scan_across_blocks_and_last_state_gradient(block_elems):
+    """Blocks of one sequence, and blocks that leave a shorter last block (5 = 2 + 2 + 1 sequences),
+    with a loss on the last state too: gradients flow through ``return_last_state``."""
+    g = torch.Generator().manual_seed(3)
+    b, d, n, l, groups = 5, 6, 3, 11, 3
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    u, delta, B, C, z = r(b, d, l), r(b, d, l), r(b, groups, n, l), r(b, groups, n, l), r(b, d, l)
+    A = (-torch.rand(d, n, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    D, bias = r(d), r(d)
+    inputs = [u, delta, A, B, C, D, z, bias]
+    y, h = ss.selective_scan_blocked(u, delta, A, B, C, D, z, bias, True, True, block_elems=block_elems)
+    y_ref, h_ref = recurrence_scan(u, delta, A, B, C, D, z, bias)
+    _close(y, y_ref.detach(), 1e-10)
+    _close(h, h_ref.detach(), 1e-10)
+    w = torch.randn(h.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((y * y).sum() + (h * w).sum(), inputs)
+    want = torch.autograd.grad((y_ref * y_ref).sum() + (h_ref * w).sum(), inputs)
+    for a, b_ in zip(got, want):
+        _close(a, b_, 1e-10)
 
 
 @pytest.mark.parametrize("backend", SSD_BACKENDS)
@@ -124,7 +146,7 @@ def test_scans_keep_fp32_under_autocast():
     inp = {k: v.float() for k, v in _scan_inputs(12).items()}
     want = ss.selective_scan_fn(**inp, delta_softplus=True, backend="ref")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = ss.selective_scan_fn(**inp, delta_softplus=True, backend="torch", chunk_size=4)
+        got = ss.selective_scan_fn(**inp, delta_softplus=True, backend="torch")
     _close(got, want.double(), 1e-4)
     # SSD is made of matmuls: without its fp32 guard, bf16 autocast would cost it ~5e-2
     g = torch.Generator().manual_seed(4)
