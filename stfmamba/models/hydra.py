@@ -19,9 +19,11 @@ from torch import nn
 
 from stfmamba.models.mamba import init_dt_bias
 from stfmamba.models.sdim import AdaptiveStateGate
+from stfmamba.ops import ssd as ssd_module
+from stfmamba.ops.selective_scan import fp32_scan
 from stfmamba.ops.ssd import mamba_chunk_scan_combined
 
-__all__ = ["HydraMixer", "hydra_mix", "depthwise_conv_seq"]
+__all__ = ["HydraMixer", "hydra_mix", "hydra_quadratic", "depthwise_conv_seq"]
 
 
 def _shift(y: torch.Tensor) -> torch.Tensor:
@@ -38,7 +40,7 @@ def depthwise_conv_seq(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     k = weight.shape[-1]
     length = x.shape[1]
     xp = F.pad(x, (0, 0, k // 2, k // 2))                             # (B, L + K - 1, C)
-    w = weight[:, 0].t().to(x.dtype)                                  # (K, C)
+    w = weight[:, 0].t().contiguous().to(x.dtype)                     # (K, C), rows contiguous
     y = xp[:, 0:length] * w[0]
     for j in range(1, k):
         y = y + xp[:, j:j + length] * w[j]
@@ -56,13 +58,65 @@ def hydra_mix(x: torch.Tensor, dt_fw: torch.Tensor, dt_bw: torch.Tensor, A: torc
 
     Returns:
         ``(B, L, H, P)``.
+
+    With the ``torch`` backend and a sequence that fits in one chunk (``L <= chunk_size``, one
+    B/C group) the ``L x L`` quasiseparable matrix is built directly and applied with one batched
+    matmul (:func:`hydra_quadratic`): no flipped copies, no concatenation, half the matmuls of two
+    SSD calls. Otherwise both directions go through one SSD call on the batch-concatenated forward
+    and flipped sequences.
     """
+    name = "cuda" if backend == "auto" and x.is_cuda and ssd_module._cuda_ssd is not None else backend
+    if name in ("auto", "torch") and not x.is_cuda and x.shape[1] <= chunk_size and B.shape[2] == 1:
+        return hydra_quadratic(x, dt_fw, dt_bw, A, B, C, D, dt_bias, dt_softplus)
     flip = lambda t: t.flip(1)  # noqa: E731
     y2 = mamba_chunk_scan_combined(torch.cat([x, flip(x)]), torch.cat([dt_fw, flip(dt_bw)]), A,
                                    torch.cat([B, flip(B)]), torch.cat([C, flip(C)]), chunk_size,
                                    dt_bias=dt_bias, dt_softplus=dt_softplus, backend=backend)
     y_fw, y_bw = y2.chunk(2)
     return _shift(y_fw) + flip(_shift(y_bw)) + x * D.to(x.dtype)[:, None]
+
+
+@fp32_scan
+def hydra_quadratic(x: torch.Tensor, dt_fw: torch.Tensor, dt_bw: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                    C: torch.Tensor, D: torch.Tensor, dt_bias: Optional[torch.Tensor] = None,
+                    dt_softplus: bool = False) -> torch.Tensor:
+    """Hydra's mixing as one explicit quasiseparable matrix per (sequence, head); same contract as
+    :func:`hydra_mix` for one B/C group. With ``a = dt·A`` and inclusive cumulative sums ``F, G``
+    of ``a_fw, a_bw`` over time::
+
+        Q[t, s] = C_{t-1}·B_s · exp(F_{t-1} - F_s) · dt_fw_s      s < t  (shifted forward SSD)
+        Q[t, s] = C_{t+1}·B_s · exp(G_{s-1} - G_t) · dt_bw_s      s > t  (flipped, shifted backward SSD)
+        Q[t, t] = D
+
+    Every exponent on the kept side is a sum of non-positive log decays, so it is clamped at 0
+    before ``exp`` and the masked-out side can never overflow. Cost ``O(L^2)`` per head: meant for
+    sequences that fit in one SSD chunk.
+    """
+    out_dtype = x.dtype
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, dt_fw, dt_bw, A, D = (t.to(dtype) for t in (x, dt_fw, dt_bw, A, D))
+    if dt_bias is not None:
+        dt_fw, dt_bw = dt_fw + dt_bias.to(dtype), dt_bw + dt_bias.to(dtype)
+    if dt_softplus:
+        dt_fw, dt_bw = F.softplus(dt_fw), F.softplus(dt_bw)
+    b, l, h, p = x.shape
+    Bm, Cm = B[:, :, 0].to(dtype), C[:, :, 0].to(dtype)                # (b, l, n)
+    CB = Cm @ Bm.transpose(1, 2)                                      # (b, t, s) = C_t·B_s
+    zero_row = CB.new_zeros(b, 1, l)
+    CB_lo = torch.cat([zero_row, CB[:, :-1]], dim=1)                  # row t holds C_{t-1}·B_s
+    CB_up = torch.cat([CB[:, 1:], zero_row], dim=1)                   # row t holds C_{t+1}·B_s
+    Fc, Gc = (dt_fw * A).cumsum(1), (dt_bw * A).cumsum(1)             # (b, l, h)
+    pad = Fc.new_zeros(b, 1, h)
+    F_prev = torch.cat([pad, Fc[:, :-1]], dim=1)                      # F_{t-1} (value at t = 0 unused)
+    G_prev = torch.cat([pad, Gc[:, :-1]], dim=1)                      # G_{s-1}
+    lower = torch.ones(l, l, dtype=torch.bool, device=x.device).tril(-1)[None, :, :, None]
+    upper = lower.transpose(1, 2)
+    lo = (F_prev[:, :, None] - Fc[:, None]).clamp(max=0).exp() * dt_fw[:, None]      # (b, t, s, h)
+    up = (G_prev[:, None] - Gc[:, :, None]).clamp(max=0).exp() * dt_bw[:, None]
+    Q = torch.where(lower, lo * CB_lo[..., None], 0.0) + torch.where(upper, up * CB_up[..., None], 0.0)
+    Q = Q + torch.eye(l, dtype=dtype, device=x.device)[None, :, :, None] * D
+    y = torch.einsum("btsh,bshp->bthp", Q, x)
+    return y.to(out_dtype)
 
 
 class HydraMixer(nn.Module):

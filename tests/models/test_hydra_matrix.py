@@ -55,3 +55,20 @@ def test_hydra_mixer_module_uses_the_same_mixing():
     x3 = x.clone()
     x3[:, -1] += 1.0
     assert (mixer(x3) - out)[:, 0].abs().max() > 0
+
+
+def test_single_chunk_quadratic_path_equals_the_ssd_path():
+    """L <= chunk_size on CPU takes the explicit-matrix path; it must equal the two-SSD path
+    (forced with a chunk shorter than L), outputs and gradients, including dt_bias + softplus."""
+    g = torch.Generator().manual_seed(1)
+    b, L, h, p, n = 3, 8, 2, 4, 5
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    x, dt_fw, dt_bw, B, C, D, bias = r(b, L, h, p), r(b, L, h), r(b, L, h), r(b, L, 1, n), r(b, L, 1, n), r(h), r(h)
+    A = (-torch.rand(h, generator=g, dtype=torch.float64) * 3 - 0.1).requires_grad_()
+    inputs = [x, dt_fw, dt_bw, A, B, C, D, bias]
+    quad = hydra_mix(*inputs[:7], dt_bias=bias, dt_softplus=True, chunk_size=8)
+    ssd_path = hydra_mix(*inputs[:7], dt_bias=bias, dt_softplus=True, chunk_size=3)
+    torch.testing.assert_close(quad, ssd_path, atol=1e-10, rtol=1e-10)
+    w = torch.randn(quad.shape, generator=g, dtype=torch.float64)
+    for a, b_ in zip(torch.autograd.grad((quad * w).sum(), inputs), torch.autograd.grad((ssd_path * w).sum(), inputs)):
+        torch.testing.assert_close(a, b_, atol=1e-9, rtol=1e-9)
