@@ -20,7 +20,7 @@ from torch import nn
 from stfmamba.models.mamba import init_dt_bias
 from stfmamba.models.sdim import AdaptiveStateGate
 from stfmamba.ops import ssd as ssd_module
-from stfmamba.ops.selective_scan import fp32_scan
+from stfmamba.ops.selective_scan import fp32_scan, softplus
 from stfmamba.ops.ssd import mamba_chunk_scan_combined
 
 __all__ = ["HydraMixer", "hydra_mix", "hydra_quadratic", "depthwise_conv_seq"]
@@ -98,7 +98,7 @@ def hydra_quadratic(x: torch.Tensor, dt_fw: torch.Tensor, dt_bw: torch.Tensor, A
     if dt_bias is not None:
         dt_fw, dt_bw = dt_fw + dt_bias.to(dtype), dt_bw + dt_bias.to(dtype)
     if dt_softplus:
-        dt_fw, dt_bw = F.softplus(dt_fw), F.softplus(dt_bw)
+        dt_fw, dt_bw = softplus(dt_fw), softplus(dt_bw)
     b, l, h, p = x.shape
     Bm, Cm = B[:, :, 0].to(dtype), C[:, :, 0].to(dtype)                # (b, l, n)
     CB = Cm @ Bm.transpose(1, 2)                                      # (b, t, s) = C_t·B_s

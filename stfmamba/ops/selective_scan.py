@@ -41,7 +41,33 @@ def fp32_scan(fn):
     return wrapper
 
 
-def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups: bool = True):
+class _Softplus(torch.autograd.Function):
+    """``log(1 + exp(x))`` for the CPU fast paths: same values as ``F.softplus`` (no threshold cut)
+    with two temporaries instead of a scalar ``log1p`` loop; ``F.softplus`` costs ~11 ns per element
+    on this CPU, more than the whole selective scan per ``(b, d, l)`` element."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        e = torch.abs(x).neg_().exp_()                   # exp(-|x|) in (0, 1]
+        u = e + 1
+        # log1p(e) = log(u) - ((u - 1) - e) / u: the correction removes the rounding of 1 + e
+        c = (u - 1).sub_(e).div_(u)
+        out = u.log_().sub_(c)
+        return out.add_(torch.clamp(x, min=0, out=c))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable softplus (see :class:`_Softplus`)."""
+    return _Softplus.apply(x)
+
+
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups: bool = True, fast: bool = False):
     """Upcast to at least fp32, apply bias/softplus and bring B, C to ``(b, d, n, l)`` (or, with
     ``expand_groups=False``, to ``(b, g, n, l)``: ``g`` groups of ``d / g`` channels)."""
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
@@ -49,7 +75,7 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups: bool 
     if delta_bias is not None:
         delta = delta + delta_bias.to(dtype)[..., None]
     if delta_softplus:
-        delta = F.softplus(delta)
+        delta = softplus(delta) if fast else F.softplus(delta)
     b, d, l = u.shape
 
     def groups(M: torch.Tensor, name: str) -> torch.Tensor:
@@ -236,7 +262,7 @@ def selective_scan_blocked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     ``(b, d, l, n)`` tensor is saved for backward.
     """
     out_dtype = u.dtype
-    u, delta, A, B, C, _ = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups=False)
+    u, delta, A, B, C, _ = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups=False, fast=True)
     if B.shape[1] != C.shape[1]:                      # unequal group counts: one group per channel
         d = u.shape[1]
         B, C = (M.repeat_interleave(d // M.shape[1], dim=1) for M in (B, C))

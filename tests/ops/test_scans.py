@@ -190,3 +190,15 @@ def test_ssd_single_chunk_shortcut_matches_reference(length):
     want = ssd.ssd_ref(x, dt, A, B, C, dt_softplus=True)
     torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 16, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 4, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
+
+
+def test_fast_softplus_equals_torch_softplus_values_and_gradient():
+    x = torch.cat([torch.linspace(-60, 60, 2001, dtype=torch.float64), torch.tensor([0.0, 1e-8, -1e-8], dtype=torch.float64)])
+    want = F.softplus(x, threshold=1000)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        xi = x.to(dtype).requires_grad_()
+        got = ss.softplus(xi)
+        rel = ((got.double() - want) / want).abs().max()
+        assert rel <= tol, (dtype, float(rel))
+        (g,) = torch.autograd.grad(got.sum(), xi)
+        torch.testing.assert_close(g.double(), torch.sigmoid(x), atol=tol, rtol=tol)
