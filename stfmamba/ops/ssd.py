@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from stfmamba.ops.selective_scan import fp32_scan
+from stfmamba.ops.selective_scan import fp32_scan, softplus
 
 try:  # optional GPU kernel
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as _cuda_ssd
@@ -40,13 +40,13 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return (cs[..., :, None] - cs[..., None, :]).masked_fill(~causal, float("-inf"))
 
 
-def _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, expand_groups: bool = True):
+def _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, expand_groups: bool = True, fast: bool = False):
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
     if dt_bias is not None:
         dt = dt + dt_bias.to(dtype)
     if dt_softplus:
-        dt = F.softplus(dt)
+        dt = softplus(dt) if fast else F.softplus(dt)
     if dt_limit != (0.0, float("inf")):
         dt = dt.clamp(*dt_limit)
     h, g = x.shape[2], B.shape[2]
@@ -87,6 +87,23 @@ def ssd_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
     return (y, state) if return_final_states else y
 
 
+def _one_chunk(x, dt, A, B, C):
+    """The whole sequence as one chunk, zero initial state: ``y_t = sum_{s<=t} C_t·B_s exp(cs_t -
+    cs_s) dt_s x_s`` with ``cs`` the cumulative log decay, as one explicit ``(L, L)`` matrix per
+    (sequence, head) applied with one batched matmul, everything laid out ``(b, h, t, s)`` so the
+    matmul needs no copy of the matrix. Exponents on the causal side are sums of non-positive log
+    decays, so they are clamped at 0 and the masked side cannot overflow."""
+    b, l, h, p = x.shape
+    g = B.shape[2]
+    cs = (dt * A).cumsum(1).transpose(1, 2).contiguous()              # (b, h, l)
+    M = (cs[..., :, None] - cs[..., None, :]).clamp_(max=0).exp_()    # (b, h, t, s)
+    CB = C.transpose(1, 2) @ B.permute(0, 2, 3, 1)                    # (b, g, t, s) = C_t·B_s
+    M = (M.view(b, g, h // g, l, l) * CB[:, :, None]).view(b, h, l, l) * dt.transpose(1, 2)[:, :, None, :]
+    causal = torch.ones(l, l, dtype=torch.bool, device=x.device).tril()
+    y = M.masked_fill_(~causal, 0.0) @ x.transpose(1, 2)              # (b, h, t, p)
+    return y.transpose(1, 2)
+
+
 @fp32_scan
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                 chunk_size: int = 64, D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
@@ -103,8 +120,10 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
         ``y: (B, L, H, P)`` in ``x``'s dtype (and final states ``(B, H, P, N)`` if requested).
     """
     out_dtype = x.dtype
-    x, dt, A, B, C = _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, expand_groups=False)
+    x, dt, A, B, C = _prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, expand_groups=False, fast=True)
     b, l, h, p = x.shape
+    if l <= chunk_size and initial_states is None and not return_final_states:
+        return _finish(_one_chunk(x, dt, A, B, C), x, D, z, out_dtype)
     g = B.shape[2]
     q = max(1, min(chunk_size, l))
     nc = -(-l // q)
@@ -126,10 +145,6 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     CB = (Cc @ Bc.transpose(-1, -2))[:, :, :, None]                   # (b, c, g, 1, q, q)
     M = (Lmat.reshape(b, nc, g, h // g, q, q) * CB).reshape(b, nc, h, q, q)
     y = M @ xc                                                        # (b, c, h, q, p)
-    if nc == 1 and initial_states is None and not return_final_states:
-        # one chunk, zero initial state: step 1 is the whole answer (the common short-clip case)
-        y = rearrange(y, "b c h q p -> b (c q) h p")[:, :l]
-        return _finish(y, x, D, z, out_dtype)
     Bc, Cc = Bc.repeat_interleave(h // g, dim=2), Cc.repeat_interleave(h // g, dim=2)  # (b, c, h, q, n)
     # 2. state at the end of each chunk from its own inputs
     to_end = (a_cs[..., -1:] - a_cs).exp().transpose(1, 2)            # (b, c, h, q)

@@ -185,11 +185,13 @@ def test_forcing_missing_cuda_backend_says_how_to_fix():
 def test_ssd_single_chunk_shortcut_matches_reference(length):
     """One chunk, no states requested: the shortcut path equals the loop (and the multi-chunk path)."""
     g = torch.Generator().manual_seed(3)
-    x, dt = torch.randn(2, length, 3, 4, generator=g), torch.randn(2, length, 3, generator=g)
-    A, B, C = -torch.rand(3, generator=g), torch.randn(2, length, 1, 5, generator=g), torch.randn(2, length, 1, 5, generator=g)
-    want = ssd.ssd_ref(x, dt, A, B, C, dt_softplus=True)
-    torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 16, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 4, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
+    for heads, groups in ((3, 1), (4, 2)):
+        x, dt = torch.randn(2, length, heads, 4, generator=g), torch.randn(2, length, heads, generator=g)
+        A = -torch.rand(heads, generator=g)
+        B, C = (torch.randn(2, length, groups, 5, generator=g) for _ in range(2))
+        want = ssd.ssd_ref(x, dt, A, B, C, dt_softplus=True)
+        torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 16, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(ssd.ssd_chunked(x, dt, A, B, C, 4, dt_softplus=True), want, atol=1e-5, rtol=1e-4)
 
 
 def test_fast_softplus_equals_torch_softplus_values_and_gradient():
