@@ -103,24 +103,6 @@ def ssd_as_selective_scan(scan, x, dt, A, B, C):
     return y.reshape(b, h, p, l).permute(0, 3, 1, 2)
 
 
-def loop_per_step(u, delta, A, B, C, D, delta_bias):
-    """A stricter loop baseline: one step per time index that never materialises ``(b, d, l, n)``;
-    the inputs are made time-major first so that every step reads contiguous slices."""
-    delta = F.softplus(delta + delta_bias[:, None])
-    b, d, l = u.shape
-    B, C = (M.unsqueeze(1) if M.dim() == 3 else M for M in (B, C))
-    g, n = B.shape[1], A.shape[1]
-    tm = lambda t: t.permute(2, 0, 1).reshape(l, b, g, d // g, 1)  # noqa: E731
-    dt, du = tm(delta), tm(delta * u)
-    Bt, Ct = (M.permute(3, 0, 1, 2).unsqueeze(3) for M in (B, C))   # (l, b, g, 1, n)
-    Ag = A.view(g, d // g, n)
-    h, ys = u.new_zeros(b, g, d // g, n), []
-    for t in range(l):
-        h = torch.exp(dt[t] * Ag) * h + du[t] * Bt[t]
-        ys.append((h * Ct[t]).sum(-1).reshape(b, d))
-    return torch.stack(ys, dim=2) + u * D[:, None]
-
-
 def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
     """Selective scan and SSD, forward and forward + backward, against the sequential loops.
 
@@ -130,7 +112,7 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
     second Hydra stage of the demo Phase B model). Two loop baselines each: the mamba-ssm-style loop
     that materialises ``(b, d, l, n)`` decays and inputs (what the issue names; for SSD run on the
     equivalent selective-scan problem, :func:`ssd_as_selective_scan`) and a stricter per-step loop
-    that never materialises (for SSD: :func:`stfmamba.ops.ssd.ssd_ref`).
+    that never materialises (:func:`selective_scan_ref`, :func:`stfmamba.ops.ssd.ssd_ref`).
     """
     rows = []
     g = torch.Generator().manual_seed(0)
@@ -142,7 +124,7 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
         D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g)
         args = [u, dt, A, B, C, D]
         fast = lambda *a: selective_scan_blocked(*a, delta_bias=bias, delta_softplus=True)  # noqa: E731
-        step = lambda *a: loop_per_step(*a, bias)  # noqa: E731
+        step = lambda *a: selective_scan_ref(*a, delta_bias=bias, delta_softplus=True)  # noqa: E731
         mat = lambda *a: loop_materialised(*a, bias)  # noqa: E731
         row = dict(op="selective_scan", T=L, shape=f"u ({b},{d},{L}) N={n} groups={groups}")
         for key, fn, r in (("fast", fast, reps), ("loop_materialised", mat, 3), ("loop_per_step", step, 3)):
@@ -152,7 +134,8 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
         for base in ("loop_materialised", "loop_per_step"):
             for kind in ("fwd", "fwdbwd"):
                 row[f"speedup_{kind}_vs_{base}"] = row[f"{base}_{kind}_ms"] / row[f"fast_{kind}_ms"]
-        row["max_abs_err"] = float((fast(*args) - selective_scan_ref(*[a.double() for a in args], delta_bias=bias.double(), delta_softplus=True).float()).abs().max())
+        want = selective_scan_ref(*[a.double() for a in args], delta_bias=bias.double(), delta_softplus=True)
+        row["max_abs_err"] = float((fast(*args) - want.float()).abs().max())
         rows.append(row)
         print(f"  selective_scan {row['shape']:34s} fast {row['fast_fwd_ms']:7.1f} / {row['fast_fwdbwd_ms']:7.1f} ms"
               f" | vs materialised loop {row['speedup_fwd_vs_loop_materialised']:5.1f}x / "
@@ -185,6 +168,23 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
               f"{row['speedup_fwdbwd_vs_loop_materialised']:5.1f}x | vs per-step loop "
               f"{row['speedup_fwd_vs_loop_per_step']:4.1f}x / {row['speedup_fwdbwd_vs_loop_per_step']:4.1f}x "
               f"(err {row['max_abs_err']:.1e})", flush=True)
+    return rows
+
+
+def sweep_blocks(L: int = 32) -> list[dict]:
+    """Forward + backward time of the blocked selective scan for work-buffer sizes 2^17..2^21
+    (how ``selective_scan.BLOCK_ELEMS`` was chosen), at the two selective-scan shapes of (a)."""
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for b, d, n, groups in ((256, 64, 16, 1), (128, 384, 8, 2)):
+        u, dt = torch.randn(b, d, L, generator=g), torch.randn(b, d, L, generator=g)
+        A = -torch.rand(d, n, generator=g) * 4 - 0.1
+        B, C = torch.randn(b, groups, n, L, generator=g), torch.randn(b, groups, n, L, generator=g)
+        for k in range(17, 22):
+            fn = lambda *a: selective_scan_blocked(*a, delta_softplus=True, block_elems=1 << k)  # noqa: E731,B023
+            ms = 1e3 * timed(fwd_bwd(fn, [u, dt, A, B, C]), reps=5)
+            rows.append(dict(shape=f"u ({b},{d},{L}) N={n} groups={groups}", block_elems=1 << k, fwdbwd_ms=ms))
+            print(f"  u ({b},{d},{L}) N={n}: block_elems 2^{k}: {ms:7.1f} ms", flush=True)
     return rows
 
 
@@ -244,6 +244,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--skip-full", action="store_true", help="skip the 224 px x 32 frame profile")
     ap.add_argument("--part", choices=("all", "scans", "models"), default="all", help="run only (a) or only (b, c)")
+    ap.add_argument("--sweep-blocks", action="store_true", help="only time the blocked scan's work-buffer sizes")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for every measurement (default 1: on a shared 2-core machine OpenMP "
@@ -255,6 +256,10 @@ def main() -> None:
     ceiling = matmul_ceiling(torch.float32)
     ceiling_bf16 = matmul_ceiling(torch.bfloat16)
     print(f"matmul ceiling: fp32 {ceiling:.1f} GFLOP/s, bf16 {ceiling_bf16:.1f} GFLOP/s", flush=True)
+    if args.sweep_blocks:
+        print("blocked selective scan, forward + backward, by work-buffer size:", flush=True)
+        sweep_blocks()
+        return
     scans, models = [], []
     if args.part in ("all", "scans"):
         print("(a) pure-PyTorch scans vs sequential loops (forward / forward + backward):", flush=True)

@@ -67,9 +67,9 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return _Softplus.apply(x)
 
 
-def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups: bool = True, fast: bool = False):
-    """Upcast to at least fp32, apply bias/softplus and bring B, C to ``(b, d, n, l)`` (or, with
-    ``expand_groups=False``, to ``(b, g, n, l)``: ``g`` groups of ``d / g`` channels)."""
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, fast: bool = False):
+    """Upcast to at least fp32, apply bias/softplus (``fast``: :func:`softplus`) and bring B, C to
+    ``(b, g, n, l)``: ``g`` groups of ``d / g`` channels (``g = 1`` for the ``(b, n, l)`` layout)."""
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     u, delta, A = u.to(dtype), delta.to(dtype), A.to(dtype)
     if delta_bias is not None:
@@ -86,10 +86,17 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups: bool 
             g = M.shape[1]
             if d % g:
                 raise ValueError(f"selective_scan: {name} has {g} groups, which does not divide D={d}")
-            return M.repeat_interleave(d // g, dim=1) if expand_groups else M   # (b, d or g, n, l)
+            return M                                        # (b, g, n, l)
         raise ValueError(f"selective_scan: {name} must be (B, N, L) or (B, G, N, L), got {tuple(M.shape)}")
 
     return u, delta, A, groups(B, "B"), groups(C, "C"), dtype
+
+
+def _same_groups(B: torch.Tensor, C: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B and C with unequal group counts ``(b, g, n, l)``: give both one group per channel."""
+    if B.shape[1] == C.shape[1]:
+        return B, C
+    return B.repeat_interleave(d // B.shape[1], dim=1), C.repeat_interleave(d // C.shape[1], dim=1)
 
 
 def _finish(y, u, D, z, out_dtype):
@@ -105,7 +112,8 @@ def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
                        C: torch.Tensor, D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
                        delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
                        return_last_state: bool = False):
-    """Sequential reference: one Python step per time index (slow; for tests and benchmarks).
+    """Sequential reference: one Python step per time index that never materialises ``(b, d, l, n)``
+    (for tests, and the stricter loop baseline of ``benchmarks/model.py``).
 
     Args:
         u: ``(B, D, L)`` input. delta: ``(B, D, L)``. A: ``(D, N)`` (negative for decay).
@@ -116,14 +124,21 @@ def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
     """
     out_dtype = u.dtype
     u, delta, A, B, C, _ = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+    B, C = _same_groups(B, C, u.shape[1])
     b, d, l = u.shape
-    h = u.new_zeros(b, d, A.shape[1])
+    g, n = B.shape[1], A.shape[1]
+    # time-major views, so that every step reads whole (b, g, d/g) slices; B and C stay per group
+    tm = lambda t: t.permute(2, 0, 1).reshape(l, b, g, d // g, 1)  # noqa: E731
+    dt, du = tm(delta), tm(delta * u)
+    Bt, Ct = (M.permute(3, 0, 1, 2).unsqueeze(3) for M in (B, C))  # (l, b, g, 1, n)
+    Ag = A.view(g, d // g, n)
+    h = u.new_zeros(b, g, d // g, n)
     ys = []
     for t in range(l):
-        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t] * u[:, :, t])[..., None] * B[..., t]
-        ys.append((h * C[..., t]).sum(-1))
+        h = torch.exp(dt[t] * Ag) * h + du[t] * Bt[t]
+        ys.append((h * Ct[t]).sum(-1).reshape(b, d))
     y = _finish(torch.stack(ys, dim=-1), u, D, z, out_dtype)
-    return (y, h) if return_last_state else y
+    return (y, h.reshape(b, d, n)) if return_last_state else y
 
 
 # Elements per work buffer of the fast path (2 MB in fp32): a block of sequences whose decays and
@@ -262,10 +277,8 @@ def selective_scan_blocked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     ``(b, d, l, n)`` tensor is saved for backward.
     """
     out_dtype = u.dtype
-    u, delta, A, B, C, _ = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, expand_groups=False, fast=True)
-    if B.shape[1] != C.shape[1]:                      # unequal group counts: one group per channel
-        d = u.shape[1]
-        B, C = (M.repeat_interleave(d // M.shape[1], dim=1) for M in (B, C))
+    u, delta, A, B, C, _ = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, fast=True)
+    B, C = _same_groups(B, C, u.shape[1])
     y, last = _BlockedScan.apply(u, delta, A, B, C, block_elems or BLOCK_ELEMS)
     y = _finish(y, u, D, z, out_dtype)
     return (y, last) if return_last_state else y
