@@ -110,6 +110,24 @@ def ssd_as_selective_scan(scan, x, dt, A, B, C):
     return y.reshape(b, h, p, l).permute(0, 3, 1, 2)
 
 
+def time_against_loops(row: dict, fast, loops: dict, args: list, reps: int) -> dict:
+    """Fill ``row`` with forward and forward + backward milliseconds of ``fast`` and of each loop
+    baseline in ``loops`` (name -> fn), the speed-ups over each baseline, and print one line."""
+    for key, fn, r in (("fast", fast, reps), *((name, fn, 3) for name, fn in loops.items())):
+        with torch.no_grad():
+            row[f"{key}_fwd_ms"] = 1e3 * timed(lambda: fn(*args), reps=r)  # noqa: B023
+        row[f"{key}_fwdbwd_ms"] = 1e3 * timed(fwd_bwd(fn, args), reps=r)
+    for base in loops:
+        for kind in ("fwd", "fwdbwd"):
+            row[f"speedup_{kind}_vs_{base}"] = row[f"{base}_{kind}_ms"] / row[f"fast_{kind}_ms"]
+    vs = " | ".join(f"vs {base.replace('loop_', '').replace('_', '-')} loop "
+                    f"{row[f'speedup_fwd_vs_{base}']:5.1f}x / {row[f'speedup_fwdbwd_vs_{base}']:5.1f}x"
+                    for base in loops)
+    print(f"  {row['op']:14s} {row['shape']:34s} fast {row['fast_fwd_ms']:7.1f} / {row['fast_fwdbwd_ms']:7.1f} ms"
+          f" | {vs} (fwd / fwd+bwd; err {row['max_abs_err']:.1e})", flush=True)
+    return row
+
+
 def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
     """Selective scan and SSD, forward and forward + backward, against the sequential loops.
 
@@ -133,22 +151,10 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
         fast = lambda *a: selective_scan_blocked(*a, delta_bias=bias, delta_softplus=True)  # noqa: E731
         step = lambda *a: selective_scan_ref(*a, delta_bias=bias, delta_softplus=True)  # noqa: E731
         mat = lambda *a: loop_materialised(*a, bias)  # noqa: E731
-        row = dict(op="selective_scan", T=L, shape=f"u ({b},{d},{L}) N={n} groups={groups}")
-        for key, fn, r in (("fast", fast, reps), ("loop_materialised", mat, 3), ("loop_per_step", step, 3)):
-            with torch.no_grad():
-                row[f"{key}_fwd_ms"] = 1e3 * timed(lambda: fn(*args), reps=r)
-            row[f"{key}_fwdbwd_ms"] = 1e3 * timed(fwd_bwd(fn, args), reps=r)
-        for base in ("loop_materialised", "loop_per_step"):
-            for kind in ("fwd", "fwdbwd"):
-                row[f"speedup_{kind}_vs_{base}"] = row[f"{base}_{kind}_ms"] / row[f"fast_{kind}_ms"]
         want = selective_scan_ref(*[a.double() for a in args], delta_bias=bias.double(), delta_softplus=True)
-        row["max_abs_err"] = float((fast(*args) - want.float()).abs().max())
-        rows.append(row)
-        print(f"  selective_scan {row['shape']:34s} fast {row['fast_fwd_ms']:7.1f} / {row['fast_fwdbwd_ms']:7.1f} ms"
-              f" | vs materialised loop {row['speedup_fwd_vs_loop_materialised']:5.1f}x / "
-              f"{row['speedup_fwdbwd_vs_loop_materialised']:5.1f}x | vs per-step loop "
-              f"{row['speedup_fwd_vs_loop_per_step']:4.1f}x / {row['speedup_fwdbwd_vs_loop_per_step']:4.1f}x "
-              f"(fwd / fwd+bwd; err {row['max_abs_err']:.1e})", flush=True)
+        row = dict(op="selective_scan", T=L, shape=f"u ({b},{d},{L}) N={n} groups={groups}",
+                   max_abs_err=float((fast(*args) - want.float()).abs().max()))
+        rows.append(time_against_loops(row, fast, {"loop_materialised": mat, "loop_per_step": step}, args, reps))
     for L in lengths:
         b, h, p, n = 1024, 6, 16, 8
         x, dts = torch.randn(b, L, h, p, generator=g), torch.randn(b, L, h, generator=g)
@@ -158,23 +164,11 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
         fast2 = lambda *a: ssd_chunked(*a, chunk_size=64, dt_softplus=True)  # noqa: E731
         ref2 = lambda *a: ssd_ref(*a, dt_softplus=True)  # noqa: E731
         mat2 = lambda *a: ssd_as_selective_scan(loop_materialised, *a)  # noqa: E731
-        row = dict(op="ssd", T=L, shape=f"x ({b},{L},{h},{p}) N={n}")
-        for key, fn, r in (("fast", fast2, reps), ("loop_materialised", mat2, 3), ("loop_per_step", ref2, 3)):
-            with torch.no_grad():
-                row[f"{key}_fwd_ms"] = 1e3 * timed(lambda: fn(*args2), reps=r)
-            row[f"{key}_fwdbwd_ms"] = 1e3 * timed(fwd_bwd(fn, args2), reps=r)
-        for base in ("loop_materialised", "loop_per_step"):
-            for kind in ("fwd", "fwdbwd"):
-                row[f"speedup_{kind}_vs_{base}"] = row[f"{base}_{kind}_ms"] / row[f"fast_{kind}_ms"]
         want = ref2(*[a.double() for a in args2]).float()
-        row["max_abs_err"] = float((fast2(*args2) - want).abs().max())
-        row["max_abs_err_loop_materialised"] = float((mat2(*args2) - want).abs().max())
-        rows.append(row)
-        print(f"  ssd            {row['shape']:34s} fast {row['fast_fwd_ms']:7.1f} / {row['fast_fwdbwd_ms']:7.1f} ms"
-              f" | vs materialised loop {row['speedup_fwd_vs_loop_materialised']:5.1f}x / "
-              f"{row['speedup_fwdbwd_vs_loop_materialised']:5.1f}x | vs per-step loop "
-              f"{row['speedup_fwd_vs_loop_per_step']:4.1f}x / {row['speedup_fwdbwd_vs_loop_per_step']:4.1f}x "
-              f"(err {row['max_abs_err']:.1e})", flush=True)
+        row = dict(op="ssd", T=L, shape=f"x ({b},{L},{h},{p}) N={n}",
+                   max_abs_err=float((fast2(*args2) - want).abs().max()),
+                   max_abs_err_loop_materialised=float((mat2(*args2) - want).abs().max()))
+        rows.append(time_against_loops(row, fast2, {"loop_materialised": mat2, "loop_per_step": ref2}, args2, reps))
     return rows
 
 

@@ -19,7 +19,6 @@ from torch import nn
 
 from stfmamba.models.mamba import init_dt_bias
 from stfmamba.models.sdim import AdaptiveStateGate
-from stfmamba.ops import ssd as ssd_module
 from stfmamba.ops.selective_scan import fp32_scan, softplus
 from stfmamba.ops.ssd import mamba_chunk_scan_combined
 
@@ -65,8 +64,7 @@ def hydra_mix(x: torch.Tensor, dt_fw: torch.Tensor, dt_bw: torch.Tensor, A: torc
     SSD calls. Otherwise both directions go through one SSD call on the batch-concatenated forward
     and flipped sequences.
     """
-    name = "cuda" if backend == "auto" and x.is_cuda and ssd_module._cuda_ssd is not None else backend
-    if name in ("auto", "torch") and not x.is_cuda and x.shape[1] <= chunk_size and B.shape[2] == 1:
+    if backend in ("auto", "torch") and not x.is_cuda and x.shape[1] <= chunk_size and B.shape[2] == 1:
         return hydra_quadratic(x, dt_fw, dt_bw, A, B, C, D, dt_bias, dt_softplus)
     flip = lambda t: t.flip(1)  # noqa: E731
     y2 = mamba_chunk_scan_combined(torch.cat([x, flip(x)]), torch.cat([dt_fw, flip(dt_bw)]), A,

@@ -36,7 +36,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.01) -> float:
