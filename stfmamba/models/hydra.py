@@ -17,33 +17,17 @@ from einops import rearrange
 from timm.layers import RmsNorm
 from torch import nn
 
-from stfmamba.models.mamba import init_dt_bias
+from stfmamba.models.mamba import depthwise_conv_seq, init_dt_bias
 from stfmamba.models.sdim import AdaptiveStateGate
 from stfmamba.ops.selective_scan import fp32_scan, softplus
 from stfmamba.ops.ssd import mamba_chunk_scan_combined
 
-__all__ = ["HydraMixer", "hydra_mix", "hydra_quadratic", "depthwise_conv_seq"]
+__all__ = ["HydraMixer", "hydra_mix", "hydra_quadratic"]
 
 
 def _shift(y: torch.Tensor) -> torch.Tensor:
     """``y_t -> y_{t-1}`` along axis 1, zero at t = 0."""
     return F.pad(y[:, :-1], (0, 0) * (y.dim() - 2) + (1, 0))
-
-
-def depthwise_conv_seq(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Centred depthwise conv along time, channels last: ``x (B, L, C)``, ``weight (C, 1, K)`` (odd K).
-
-    Written as K shifted multiply-adds: on CPU this is several times faster than ``nn.Conv1d``'s
-    depthwise kernel (and its backward) for short sequences, and needs no transposes.
-    """
-    k = weight.shape[-1]
-    length = x.shape[1]
-    xp = F.pad(x, (0, 0, k // 2, k // 2))                             # (B, L + K - 1, C)
-    w = weight[:, 0].t().contiguous().to(x.dtype)                     # (K, C), rows contiguous
-    y = xp[:, 0:length] * w[0]
-    for j in range(1, k):
-        y = y + xp[:, j:j + length] * w[j]
-    return y if bias is None else y + bias.to(x.dtype)
 
 
 def hydra_mix(x: torch.Tensor, dt_fw: torch.Tensor, dt_bw: torch.Tensor, A: torch.Tensor, B: torch.Tensor,

@@ -19,7 +19,7 @@ from torch import nn
 from stfmamba.models.sdim import AdaptiveStateGate
 from stfmamba.ops.selective_scan import selective_scan_fn
 
-__all__ = ["MambaMixer", "init_dt_bias", "causal_depthwise_conv"]
+__all__ = ["MambaMixer", "init_dt_bias", "depthwise_conv_seq", "grouped_linear"]
 
 
 def init_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 0.1) -> torch.Tensor:
@@ -28,19 +28,32 @@ def init_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 0.1) -> torch.Ten
     return dt + torch.log(-torch.expm1(-dt))
 
 
-def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Causal depthwise conv along the last axis: ``x (B, C, L)``, ``weight (C, 1, K)`` -> ``(B, C, L)``.
+def depthwise_conv_seq(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       causal: bool = False) -> torch.Tensor:
+    """Depthwise conv along time, channels last: ``x (B, L, C)``, ``weight (C, 1, K)`` -> ``(B, L, C)``.
 
-    K shifted multiply-adds; on CPU several times faster than ``nn.Conv1d``'s depthwise kernel and
-    its backward for short sequences. Equals ``conv1d(x, weight, bias, padding=K-1, groups=C)[..., :L]``.
+    ``causal``: output ``t`` sees inputs ``t-K+1 … t`` (Mamba), else ``t-K//2 … t+K//2`` (odd K, Hydra).
+    Written as K shifted multiply-adds over contiguous ``(L, C)`` slabs: on CPU several times
+    faster than ``nn.Conv1d``'s depthwise kernel and its backward for short sequences, with no
+    transposes. Equals ``conv1d`` on the ``(B, C, L)`` transpose (trimmed to ``L`` when causal).
     """
-    k, length = weight.shape[-1], x.shape[-1]
-    xp = F.pad(x, (k - 1, 0))                                         # (B, C, L + K - 1)
-    w = weight[:, 0].to(x.dtype)                                      # (C, K)
-    y = xp[..., 0:length] * w[:, 0, None]
+    k, length = weight.shape[-1], x.shape[1]
+    xp = F.pad(x, (0, 0, k - 1, 0) if causal else (0, 0, k // 2, k // 2))   # (B, L + K - 1, C)
+    w = weight[:, 0].t().contiguous().to(x.dtype)                     # (K, C), rows contiguous
+    y = xp[:, 0:length] * w[0]
     for j in range(1, k):
-        y = y + xp[..., j:j + length] * w[:, j, None]
-    return y if bias is None else y + bias.to(x.dtype)[:, None]
+        y = y + xp[:, j:j + length] * w[j]
+    return y if bias is None else y + bias.to(x.dtype)
+
+
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A grouped 1x1 ``nn.Conv1d`` applied channels last: ``x (B, L, g·c_in)``, ``weight (g·c_out, c_in, 1)``
+    -> ``(B, L, g, c_out)``."""
+    g = x.shape[-1] // weight.shape[1]
+    w = weight[:, :, 0].view(g, -1, weight.shape[1])                  # (g, c_out, c_in)
+    if g == 1:
+        return F.linear(x, w[0]).unsqueeze(2)
+    return torch.einsum("blgi,goi->blgo", x.view(*x.shape[:2], g, -1), w)
 
 
 class MambaMixer(nn.Module):
@@ -75,20 +88,24 @@ class MambaMixer(nn.Module):
         self.state_gate = AdaptiveStateGate(d_state, self.ndir) if adaptive_sdim else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: ``(B, L, d_model)`` -> ``(B, L, d_model)``."""
+        """x: ``(B, L, d_model)`` -> ``(B, L, d_model)``.
+
+        Everything stays channels last, ``(B, L, channels)``: the scan takes ``u``, ``dt`` as
+        ``(B, D, L)`` transposed views of them, which is the sequence-major layout it works in, so
+        no tensor is transposed in memory on the way in or out.
+        """
         u, z = self.in_proj(x).chunk(2, dim=-1)                       # (B, L, d_inner) each
-        u = rearrange(u, "b l d -> b d l")
         if self.ndir == 2:
-            u = torch.cat([u, u.flip(-1)], dim=1)                     # (B, 2·d_inner, L)
-        u = F.silu(causal_depthwise_conv(u, self.conv1d.weight, self.conv1d.bias))
-        proj = rearrange(self.x_proj(u), "b (g k) l -> b g k l", g=self.ndir)
-        dt, Bm, Cm = proj.split([self.dt_rank, self.d_state, self.d_state], dim=2)  # (B, g, ·, L)
-        dt = self.dt_proj(rearrange(dt, "b g r l -> b (g r) l"))      # (B, g·d_inner, L)
+            u = torch.cat([u, u.flip(1)], dim=-1)                     # (B, L, 2·d_inner)
+        u = F.silu(depthwise_conv_seq(u, self.conv1d.weight, self.conv1d.bias, causal=True))
+        proj = grouped_linear(u, self.x_proj.weight)                  # (B, L, g, dt_rank + 2N)
+        dt, Bm, Cm = proj.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = grouped_linear(dt.flatten(2), self.dt_proj.weight).flatten(2)   # (B, L, g·d_inner)
         if self.state_gate is not None:
-            Cm = Cm * self.state_gate()[None, :, :, None].to(Cm.dtype)
-        y = selective_scan_fn(u, dt, -torch.exp(self.A_log.float()), Bm, Cm, self.D.float(), None,
-                              self.dt_bias.float(), True, backend=self.backend)
+            Cm = Cm * self.state_gate()[None, None].to(Cm.dtype)
+        y = selective_scan_fn(u.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_log.float()),
+                              Bm.permute(0, 2, 3, 1), Cm.permute(0, 2, 3, 1), self.D.float(), None,
+                              self.dt_bias.float(), True, backend=self.backend).transpose(1, 2)
         if self.ndir == 2:
-            y = y[:, :self.d_inner] + y[:, self.d_inner:].flip(-1)   # (B, d_inner, L)
-        y = rearrange(y, "b d l -> b l d").to(z.dtype) * F.silu(z)
-        return self.out_proj(y)
+            y = y[..., :self.d_inner] + y[..., self.d_inner:].flip(1)  # (B, L, d_inner)
+        return self.out_proj(y.to(z.dtype) * F.silu(z))

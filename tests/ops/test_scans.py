@@ -159,14 +159,18 @@ def test_scans_keep_fp32_under_autocast():
     _close(got, want.double(), 1e-4)
 
 
-def test_shift_add_depthwise_convs_equal_conv1d():
-    from stfmamba.models.hydra import depthwise_conv_seq
-    from stfmamba.models.mamba import causal_depthwise_conv
+def test_channels_last_convs_equal_conv1d():
+    from stfmamba.models.mamba import depthwise_conv_seq, grouped_linear
     g = torch.Generator().manual_seed(5)
     x, w, b = torch.randn(2, 6, 11, generator=g), torch.randn(6, 1, 5, generator=g), torch.randn(6, generator=g)
-    torch.testing.assert_close(causal_depthwise_conv(x, w, b), F.conv1d(x, w, b, padding=4, groups=6)[..., :11])
-    centred = depthwise_conv_seq(x.transpose(1, 2), w, b).transpose(1, 2)          # (B, L, C) layout
-    torch.testing.assert_close(centred, F.conv1d(x, w, b, padding=2, groups=6))
+    cl = lambda t: t.transpose(1, 2)                                   # noqa: E731  (B, C, L) <-> (B, L, C)
+    causal = cl(depthwise_conv_seq(cl(x), w, b, causal=True))
+    torch.testing.assert_close(causal, F.conv1d(x, w, b, padding=4, groups=6)[..., :11])
+    torch.testing.assert_close(cl(depthwise_conv_seq(cl(x), w, b)), F.conv1d(x, w, b, padding=2, groups=6))
+    for groups in (1, 2):
+        w1 = torch.randn(4 * groups, 6 // groups, 1, generator=g)
+        got = grouped_linear(cl(x), w1).flatten(2)                    # (B, L, groups·4)
+        torch.testing.assert_close(cl(got), F.conv1d(x, w1, groups=groups))
 
 
 @pytest.mark.skipif(ss._cuda_selective_scan is not None, reason="mamba-ssm is installed")
