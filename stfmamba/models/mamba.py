@@ -28,22 +28,75 @@ def init_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 0.1) -> torch.Ten
     return dt + torch.log(-torch.expm1(-dt))
 
 
+def _taps(k: int, length: int, causal: bool):
+    """Per tap ``j``: (output slice, input slice) along time; output ``t`` reads input ``t + d_j``."""
+    for j in range(k):
+        d = j - (k - 1) if causal else j - k // 2
+        yield j, slice(max(0, -d), length - max(0, d)), slice(max(0, d), length - max(0, -d))
+
+
+class _DepthwiseConvSeq(torch.autograd.Function):
+    """Channels-last depthwise conv along time (+ optional SiLU) with a hand-written backward.
+
+    The forward is K in-place fused multiply-adds of whole ``(B, L', C)`` slabs into one fp32
+    buffer (no padded copy); the backward runs the same slabs in the other direction for the
+    input gradient and one product + reduction per tap for the weights. Autograd's version of the
+    same arithmetic kept a zero-filled padded gradient per tap and ran every pass in bf16; this one
+    computes in fp32 and was ~2-3x faster forward + backward on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, causal, act):
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        b, length, c = x.shape
+        k = weight.shape[-1]
+        xf = x.to(dtype)
+        w = weight[:, 0].t().to(dtype).contiguous()                   # (K, C), rows contiguous
+        y = x.new_empty(b, length, c, dtype=dtype)
+        if bias is None:
+            y.zero_()
+        else:
+            y.copy_(bias.to(dtype).expand_as(y))
+        for j, dst, src in _taps(k, length, causal):
+            y[:, dst].addcmul_(xf[:, src], w[j])
+        ctx.save_for_backward(xf, w, y)
+        ctx.meta = causal, act, x.dtype, weight.dtype, None if bias is None else bias.dtype
+        return (F.silu(y) if act else y).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        xf, w, y = ctx.saved_tensors
+        causal, act, x_dtype, w_dtype, b_dtype = ctx.meta
+        length = y.shape[1]
+        gy = g.to(y.dtype)
+        if act:
+            gy = torch.ops.aten.silu_backward(gy, y)
+        gx = torch.zeros_like(xf)
+        gw = w.new_empty(w.shape)
+        b, c = y.shape[0], y.shape[2]
+        prod = y.new_empty(y.numel())
+        for j, dst, src in _taps(w.shape[0], length, causal):
+            gx[:, src].addcmul_(gy[:, dst], w[j])
+            # the product in a contiguous buffer: a column sum over (rows, C) is ~10x faster than
+            # the same sum over a strided (B, L', C) slice
+            p = prod[:b * (dst.stop - dst.start) * c].view(b, -1, c)
+            torch.mul(gy[:, dst], xf[:, src], out=p)
+            torch.sum(p.view(-1, c), 0, out=gw[j])
+        gb = None if b_dtype is None else gy.reshape(-1, c).sum(0).to(b_dtype)
+        return gx.to(x_dtype), gw.t()[:, None].to(w_dtype), gb, None, None
+
+
 def depthwise_conv_seq(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                       causal: bool = False) -> torch.Tensor:
+                       causal: bool = False, silu: bool = False) -> torch.Tensor:
     """Depthwise conv along time, channels last: ``x (B, L, C)``, ``weight (C, 1, K)`` -> ``(B, L, C)``.
 
     ``causal``: output ``t`` sees inputs ``t-K+1 … t`` (Mamba), else ``t-K//2 … t+K//2`` (odd K, Hydra).
-    Written as K shifted multiply-adds over contiguous ``(L, C)`` slabs: on CPU several times
-    faster than ``nn.Conv1d``'s depthwise kernel and its backward for short sequences, with no
-    transposes. Equals ``conv1d`` on the ``(B, C, L)`` transpose (trimmed to ``L`` when causal).
+    ``silu``: apply SiLU to the result (fused into the same autograd node). Equals ``conv1d`` on the
+    ``(B, C, L)`` transpose (trimmed to ``L`` when causal); computed in fp32 (fp64 for fp64 inputs),
+    returned in ``x``'s dtype. On CPU several times faster than ``nn.Conv1d``'s depthwise kernel
+    and its backward for short sequences, with no transposes (:class:`_DepthwiseConvSeq`).
     """
-    k, length = weight.shape[-1], x.shape[1]
-    xp = F.pad(x, (0, 0, k - 1, 0) if causal else (0, 0, k // 2, k // 2))   # (B, L + K - 1, C)
-    w = weight[:, 0].t().contiguous().to(x.dtype)                     # (K, C), rows contiguous
-    y = xp[:, 0:length] * w[0]
-    for j in range(1, k):
-        y = y + xp[:, j:j + length] * w[j]
-    return y if bias is None else y + bias.to(x.dtype)
+    return _DepthwiseConvSeq.apply(x, weight, bias, causal, silu)
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -97,7 +150,7 @@ class MambaMixer(nn.Module):
         u, z = self.in_proj(x).chunk(2, dim=-1)                       # (B, L, d_inner) each
         if self.ndir == 2:
             u = torch.cat([u, u.flip(1)], dim=-1)                     # (B, L, 2·d_inner)
-        u = F.silu(depthwise_conv_seq(u, self.conv1d.weight, self.conv1d.bias, causal=True))
+        u = depthwise_conv_seq(u, self.conv1d.weight, self.conv1d.bias, causal=True, silu=True)
         proj = grouped_linear(u, self.x_proj.weight)                  # (B, L, g, dt_rank + 2N)
         dt, Bm, Cm = proj.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = grouped_linear(dt.flatten(2), self.dt_proj.weight).flatten(2)   # (B, L, g·d_inner)

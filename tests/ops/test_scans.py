@@ -167,6 +167,11 @@ def test_channels_last_convs_equal_conv1d():
     causal = cl(depthwise_conv_seq(cl(x), w, b, causal=True))
     torch.testing.assert_close(causal, F.conv1d(x, w, b, padding=4, groups=6)[..., :11])
     torch.testing.assert_close(cl(depthwise_conv_seq(cl(x), w, b)), F.conv1d(x, w, b, padding=2, groups=6))
+    torch.testing.assert_close(cl(depthwise_conv_seq(cl(x), w, None, silu=True)),
+                               F.silu(F.conv1d(x, w, None, padding=2, groups=6)))
+    xd, wd, bd = (t.double().requires_grad_() for t in (x, w, b))     # hand-written backward
+    for causal in (True, False):
+        assert torch.autograd.gradcheck(lambda *a: depthwise_conv_seq(*a, causal=causal, silu=True), (cl(xd), wd, bd))
     for groups in (1, 2):
         w1 = torch.randn(4 * groups, 6 // groups, 1, generator=g)
         got = grouped_linear(cl(x), w1).flatten(2)                    # (B, L, groups·4)
