@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.layers import LayerNorm
+from timm.layers import LayerNormFp32
 from torch import nn
 
 __all__ = ["ConvStem", "TimmTrunk"]
@@ -26,7 +26,7 @@ class ConvStem(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(stem_dim, out_dim, 3, stride=2, padding=1)
-        self.norm = LayerNorm(out_dim)
+        self.norm = LayerNormFp32(out_dim)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/4, W/4, out_dim)``."""
@@ -67,7 +67,7 @@ class TimmTrunk(nn.Module):
             mod._no_reinit = True
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
         self.proj = nn.Linear(self.net.feature_info.channels()[0], out_dim)
-        self.norm = LayerNorm(out_dim)
+        self.norm = LayerNormFp32(out_dim)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/4, W/4, out_dim)``."""

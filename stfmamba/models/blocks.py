@@ -8,7 +8,7 @@ Block (pre-norm residual, ConvNeXt / Mamba style)::
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath, LayerNorm
+from timm.layers import DropPath, LayerNormFp32
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -49,7 +49,7 @@ class STBlock(nn.Module):
         super().__init__()
         self.kind = temporal
         self.spatial = build_spatial_mixer(spatial, dim)
-        self.norm = LayerNorm(dim)
+        self.norm = LayerNormFp32(dim)
         self.temporal = nn.ModuleDict({temporal: build_temporal_mixer(temporal, dim, cfg, adaptive_sdim)})
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -66,7 +66,7 @@ class Stage(nn.Module):
                  drop_paths: list[float], downsample: bool, spatial: str = "conv3x3") -> None:
         super().__init__()
         if downsample:
-            self.down_norm = LayerNorm(in_dim)
+            self.down_norm = LayerNormFp32(in_dim)
             self.down = nn.Conv2d(in_dim, dim, kernel_size=2, stride=2)
         self.has_down = downsample
         self.blocks = nn.ModuleList(

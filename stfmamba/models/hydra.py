@@ -188,10 +188,10 @@ class HydraMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, L, d_model)`` -> ``(B, L, d_model)``."""
-        # contiguous pieces: on CPU, elementwise ops on strided (bf16) slices of in_proj's output
-        # fall off the vectorised path (silu and its backward were ~4x slower)
-        z, xbc, dt = (t.contiguous() for t in self.in_proj(x).split(
-            [self.d_inner, self.d_inner + 2 * self.d_state, 2 * self.nheads], -1))
+        z, xbc, dt = self.in_proj(x).split([self.d_inner, self.d_inner + 2 * self.d_state, 2 * self.nheads], -1)
+        # the conv and the mixing run in fp32 and read their strided slices once; the gate is a
+        # bf16 elementwise op, which on CPU falls off the vectorised path for a strided slice
+        z = z.contiguous()
         xbc = depthwise_conv_seq(xbc, self.conv1d.weight, self.conv1d.bias, silu=True)
         xs, Bm, Cm = xbc.split([self.d_inner, self.d_state, self.d_state], dim=-1)
         if self.state_gate is not None:

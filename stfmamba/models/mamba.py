@@ -61,7 +61,7 @@ class _DepthwiseConvSeq(torch.autograd.Function):
             y[:, dst].addcmul_(xf[:, src], w[j])
         ctx.save_for_backward(xf, w, y)
         ctx.meta = causal, act, x.dtype, weight.dtype, None if bias is None else bias.dtype
-        return (F.silu(y) if act else y).to(x.dtype)
+        return F.silu(y) if act else y
 
     @staticmethod
     def backward(ctx, g):
@@ -92,8 +92,8 @@ def depthwise_conv_seq(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
 
     ``causal``: output ``t`` sees inputs ``t-K+1 … t`` (Mamba), else ``t-K//2 … t+K//2`` (odd K, Hydra).
     ``silu``: apply SiLU to the result (fused into the same autograd node). Equals ``conv1d`` on the
-    ``(B, C, L)`` transpose (trimmed to ``L`` when causal); computed in fp32 (fp64 for fp64 inputs),
-    returned in ``x``'s dtype. On CPU several times faster than ``nn.Conv1d``'s depthwise kernel
+    ``(B, C, L)`` transpose (trimmed to ``L`` when causal); computed and returned in fp32 (fp64 for
+    fp64 inputs): every consumer (scan, Hydra mixing, autocast matmuls) casts it anyway. On CPU several times faster than ``nn.Conv1d``'s depthwise kernel
     and its backward for short sequences, with no transposes (:class:`_DepthwiseConvSeq`).
     """
     return _DepthwiseConvSeq.apply(x, weight, bias, causal, silu)

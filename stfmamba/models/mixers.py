@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 from einops import rearrange
-from timm.layers import LayerNorm, Mlp
+from timm.layers import LayerNormFp32, Mlp
 from torch import nn
 
 from stfmamba.config import ModelConfig
@@ -43,7 +43,7 @@ class SpatialConvMixer(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 3, groups: int = 1, mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=groups)
-        self.norm = LayerNorm(dim)
+        self.norm = LayerNormFp32(dim)
         self.mlp = Mlp(dim, int(mlp_ratio * dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +88,7 @@ class MamerMixer(nn.Module):
     def __init__(self, dim: int, hydra: HydraMixer) -> None:
         super().__init__()
         self.hydra = hydra
-        self.norm = LayerNorm(dim)
+        self.norm = LayerNormFp32(dim)
         self.attn = SelfAttention(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 from einops import rearrange
-from timm.layers import LayerNorm, trunc_normal_
+from timm.layers import LayerNormFp32, trunc_normal_
 from torch import nn
 
 from stfmamba.config import STFV8Config
@@ -59,7 +59,7 @@ class STFMamba(nn.Module):
             self.stages.append(Stage(in_dim, dim, names, m, f.use_adaptive_sdim, rates[k:k + len(names)],
                                      downsample=i > 0, spatial=spatial_mixer))
             in_dim, k = dim, k + len(names)
-        self.norm = LayerNorm(in_dim)
+        self.norm = LayerNormFp32(in_dim)
         self.head_drop = nn.Dropout(m.dropout)
         self.head = nn.Linear(in_dim, 2)
         self.apply(_init_weights)

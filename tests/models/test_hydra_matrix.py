@@ -72,3 +72,4 @@ def test_single_chunk_quadratic_path_equals_the_ssd_path():
     w = torch.randn(quad.shape, generator=g, dtype=torch.float64)
     for a, b_ in zip(torch.autograd.grad((quad * w).sum(), inputs), torch.autograd.grad((ssd_path * w).sum(), inputs)):
         torch.testing.assert_close(a, b_, atol=1e-9, rtol=1e-9)
+
