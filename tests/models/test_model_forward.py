@@ -97,3 +97,24 @@ def test_demo_profile_and_full_profile_build():
     full = STFMamba(STFV8Config.phase_b())                               # 224 px, 32 frames, all flags
     n = sum(p.numel() for p in full.parameters())
     assert 5e6 < n < 1e8
+
+
+def test_dcconv3d_zero_offsets_is_a_temporal_conv_and_offsets_shift_the_source():
+    from stfmamba.models.dcconv import DCConv3D
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 6, 7, 4, generator=g)
+    m = DCConv3D(4, kernel_length=3)
+    with torch.no_grad():
+        m.tap_weight.copy_(torch.randn(3, 4, generator=g))
+        m.proj.weight.copy_(torch.eye(4))
+        m.proj.bias.zero_()
+    wt = m.tap_weight.detach()
+    pad = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, 0, 1, 1))      # zero frames before and after
+    want = pad[:, :-2] * wt[0] + pad[:, 1:-1] * wt[1] + pad[:, 2:] * wt[2]
+    torch.testing.assert_close(m(x), want)
+    # a step of exactly +1 px in x for the next frame: tap +1 reads frame t+1 at column w+1
+    with torch.no_grad():
+        m.offset.bias.copy_(torch.tensor([torch.atanh(torch.tensor(0.5)).item(), 0.0, 0.0, 0.0]))
+    shifted = torch.nn.functional.pad(pad[:, 2:, :, 1:], (0, 0, 0, 1))  # column w+1, zero past the edge
+    want = pad[:, :-2] * wt[0] + pad[:, 1:-1] * wt[1] + shifted * wt[2]
+    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
