@@ -112,13 +112,28 @@ def ssd_as_selective_scan(scan, x, dt, A, B, C):
     return y.reshape(b, h, p, l).permute(0, 3, 1, 2)
 
 
-def time_against_loops(row: dict, fast, loops: dict, args: list, reps: int) -> dict:
-    """Fill ``row`` with forward and forward + backward milliseconds of ``fast`` and of each loop
-    baseline in ``loops`` (name -> fn), the speed-ups over each baseline, and print one line."""
-    for key, fn, r in (("fast", fast, reps), *((name, fn, 3) for name, fn in loops.items())):
-        with torch.no_grad():
-            row[f"{key}_fwd_ms"] = 1e3 * timed(lambda: fn(*args), reps=r)  # noqa: B023
-        row[f"{key}_fwdbwd_ms"] = 1e3 * timed(fwd_bwd(fn, args), reps=r)
+def time_against_loops(row: dict, fast, loops: dict, args: list, rounds: int = 3, fast_per_round: int = 2) -> dict:
+    """Fill ``row`` with forward and forward + backward milliseconds (medians) of ``fast`` and of each
+    loop baseline in ``loops`` (name -> fn), the speed-ups over each baseline, and print one line.
+
+    The runs are interleaved: each round times ``fast`` ``fast_per_round`` times, then every
+    baseline once, so a machine that slows down part-way (this VM drifts by 20-50 %) slows both
+    sides of every ratio alike."""
+    fns = {"fast": fast, **loops}
+    for kind in ("fwd", "fwdbwd"):
+        runs = {key: (fwd_bwd(fn, args) if kind == "fwdbwd" else (lambda f=fn: f(*args)))
+                for key, fn in fns.items()}
+        samples = {key: [] for key in fns}
+        for r in range(rounds + 1):                                   # round 0 is the warm-up
+            for key, run in runs.items():
+                for _ in range(fast_per_round if key == "fast" else 1):
+                    with torch.set_grad_enabled(kind == "fwdbwd"):
+                        t0 = time.perf_counter()
+                        run()
+                        if r:
+                            samples[key].append(time.perf_counter() - t0)
+        for key, ts in samples.items():
+            row[f"{key}_{kind}_ms"] = 1e3 * sorted(ts)[len(ts) // 2]
     for base in loops:
         for kind in ("fwd", "fwdbwd"):
             row[f"speedup_{kind}_vs_{base}"] = row[f"{base}_{kind}_ms"] / row[f"fast_{kind}_ms"]
@@ -130,7 +145,7 @@ def time_against_loops(row: dict, fast, loops: dict, args: list, reps: int) -> d
     return row
 
 
-def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
+def bench_scans(lengths=(8, 32, 128)) -> list[dict]:
     """Selective scan and SSD, forward and forward + backward, against the sequential loops.
 
     Selective scan shapes: ``u (256, 64, L)``, N = 16, one B/C group (the shape quoted for
@@ -156,7 +171,7 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
         want = selective_scan_ref(*[a.double() for a in args], delta_bias=bias.double(), delta_softplus=True)
         row = dict(op="selective_scan", T=L, shape=f"u ({b},{d},{L}) N={n} groups={groups}",
                    max_abs_err=float((fast(*args) - want.float()).abs().max()))
-        rows.append(time_against_loops(row, fast, {"loop_materialised": mat, "loop_per_step": step}, args, reps))
+        rows.append(time_against_loops(row, fast, {"loop_materialised": mat, "loop_per_step": step}, args))
     for L in lengths:
         b, h, p, n = 1024, 6, 16, 8
         x, dts = torch.randn(b, L, h, p, generator=g), torch.randn(b, L, h, generator=g)
@@ -170,7 +185,7 @@ def bench_scans(lengths=(8, 32, 128), reps: int = 5) -> list[dict]:
         row = dict(op="ssd", T=L, shape=f"x ({b},{L},{h},{p}) N={n}",
                    max_abs_err=float((fast2(*args2) - want).abs().max()),
                    max_abs_err_loop_materialised=float((mat2(*args2) - want).abs().max()))
-        rows.append(time_against_loops(row, fast2, {"loop_materialised": mat2, "loop_per_step": ref2}, args2, reps))
+        rows.append(time_against_loops(row, fast2, {"loop_materialised": mat2, "loop_per_step": ref2}, args2))
     return rows
 
 
