@@ -109,7 +109,8 @@ class _HydraQuadratic(torch.autograd.Function):
 
         def side(K, dt_h, CBs):
             """Gradients of ``Q_side = K · dt_s · CB_side``: w.r.t. dt (b, h, s), CB_side (b, t, s)
-            and the exponent (b, h, t, s) (``dQ/dE = Q_side``)."""
+            and the exponent (b, h, t, s) (``dQ/dE = Q_side``; the forward's clamp at 0 is taken
+            as the identity, since it only ever removes rounding)."""
             u = gQ * K
             gE = u * dt_h[:, :, None, :]
             gCBs = gE.sum(1)

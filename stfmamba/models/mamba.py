@@ -13,7 +13,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from stfmamba.models.sdim import AdaptiveStateGate
@@ -93,8 +92,9 @@ def depthwise_conv_seq(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     ``causal``: output ``t`` sees inputs ``t-K+1 … t`` (Mamba), else ``t-K//2 … t+K//2`` (odd K, Hydra).
     ``silu``: apply SiLU to the result (fused into the same autograd node). Equals ``conv1d`` on the
     ``(B, C, L)`` transpose (trimmed to ``L`` when causal); computed and returned in fp32 (fp64 for
-    fp64 inputs): every consumer (scan, Hydra mixing, autocast matmuls) casts it anyway. On CPU several times faster than ``nn.Conv1d``'s depthwise kernel
-    and its backward for short sequences, with no transposes (:class:`_DepthwiseConvSeq`).
+    fp64 inputs): every consumer (scan, Hydra mixing, autocast matmuls) casts it anyway. On CPU
+    several times faster than ``nn.Conv1d``'s depthwise kernel and its backward for short
+    sequences, with no transposes (:class:`_DepthwiseConvSeq`).
     """
     return _DepthwiseConvSeq.apply(x, weight, bias, causal, silu)
 

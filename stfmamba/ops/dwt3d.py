@@ -1,6 +1,7 @@
 """One-level 3D discrete wavelet transform (and its inverse) as differentiable PyTorch ops.
 
-The filters come from PyWavelets (``pywt.Wavelet(name)``), never typed in. The boundary
+Nothing is typed in: each axis is a matrix that PyWavelets builds itself (``pywt.dwt`` /
+``pywt.idwt`` of unit vectors), applied as one matmul per axis. The boundary
 handling is PyWavelets' default ``'symmetric'`` mode (half-sample symmetric extension), so
 ``dwt3d(x)`` equals ``pywt.dwtn(x, wavelet, mode='symmetric', axes=(-3, -2, -1))`` and
 ``idwt3d(dwt3d(x))`` reconstructs ``x`` (even lengths; odd lengths gain one sample, as in pywt).
@@ -82,7 +83,8 @@ def dwt3d(x: torch.Tensor, wavelet: str = "sym2") -> torch.Tensor:
     t2, h2, w2 = mt.shape[1] // 2, mh.shape[1] // 2, mw.shape[1] // 2
     # Each axis is one dense matmul against its (n, 2n') matrix on contiguous data. The
     # matrices are banded (F of n entries per column are non-zero), but on CPU a matmul over
-    # the whole axis is ~4x faster forward and backward than F strided shift-adds.
+    # the whole axis was ~3x faster forward + backward than F strided shift-adds (15 vs 49 ms
+    # at the demo size); for 224 px axes it does ~28x the arithmetic and is still no slower.
     y = x.reshape(-1, w) @ mw                                         # (M·T·H, 2W')
     y = torch.matmul(mh.t(), y.reshape(-1, h, 2 * w2))                # (M·T, 2H', 2W')
     y = torch.matmul(mt.t(), y.reshape(-1, t, 4 * h2 * w2))           # (M, 2T', 2H'·2W')

@@ -16,6 +16,7 @@ importable, else torch.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -92,15 +93,17 @@ def _one_chunk(x, dt, A, B, C):
     cs_s) dt_s x_s`` with ``cs`` the cumulative log decay, as one explicit ``(L, L)`` matrix per
     (sequence, head) applied with one batched matmul, everything laid out ``(b, h, t, s)`` so the
     matmul needs no copy of the matrix. Exponents on the causal side are sums of non-positive log
-    decays, so they are clamped at 0 and the masked side cannot overflow."""
+    decays, so they are clamped at 0 and cannot overflow; the other side gets ``-inf`` before the
+    exponential, which makes it exactly 0 (value and gradient) without a masking pass. Base 2
+    (``A·log2 e``, ``exp2``): ``exp`` is ~3x slower than ``exp2`` on this CPU."""
     b, l, h, p = x.shape
     g = B.shape[2]
-    cs = (dt * A).cumsum(1).transpose(1, 2).contiguous()              # (b, h, l)
-    M = (cs[..., :, None] - cs[..., None, :]).clamp_(max=0).exp_()    # (b, h, t, s)
+    cs = (dt * (A * math.log2(math.e))).cumsum(1).transpose(1, 2).contiguous()   # (b, h, l), base 2
+    upper = torch.full((l, l), float("-inf"), dtype=x.dtype, device=x.device).triu(1)
+    M = (cs[..., :, None] - cs[..., None, :] + upper).clamp(max=0).exp2()   # (b, h, t, s)
     CB = C.transpose(1, 2) @ B.permute(0, 2, 3, 1)                    # (b, g, t, s) = C_t·B_s
     M = (M.view(b, g, h // g, l, l) * CB[:, :, None]).view(b, h, l, l) * dt.transpose(1, 2)[:, :, None, :]
-    causal = torch.ones(l, l, dtype=torch.bool, device=x.device).tril()
-    y = M.masked_fill_(~causal, 0.0) @ x.transpose(1, 2)              # (b, h, t, p)
+    y = M @ x.transpose(1, 2)                                         # (b, h, t, p)
     return y.transpose(1, 2)
 
 
