@@ -36,8 +36,8 @@ from stfmamba.ops.ssd import ssd_chunked, ssd_ref
 from stfmamba.training.optim import build_optimizer
 
 
-def run_times(fn, reps: int, warmup: int = 1) -> list[float]:
-    """Sorted seconds of ``fn()`` over ``reps`` runs after ``warmup`` runs."""
+def timed(fn, reps: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``reps`` runs after ``warmup`` runs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -45,13 +45,7 @@ def run_times(fn, reps: int, warmup: int = 1) -> list[float]:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return sorted(times)
-
-
-def timed(fn, reps: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``reps`` runs after ``warmup`` runs."""
-    times = run_times(fn, reps, warmup)
-    return times[len(times) // 2]
+    return sorted(times)[len(times) // 2]
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 1536, reps: int = 5) -> float:
