@@ -1,29 +1,50 @@
-"""DVC stages `eval_phase_a`, `eval_phase_b`, `eval_cross`: score the test videos with a trained model.
+"""DVC stages `eval_phase_a`, `eval_phase_b`, `eval_cross`, `eval_frame`, `eval_frame_cross`: score the
+test videos with a trained model.
 
-    python stages/evaluate.py --phase a|b|cross [--params params.yaml] [--no-progress]
+    python stages/evaluate.py --phase a|b|cross|frame|frame_cross [--params params.yaml] [--no-progress]
 
 Phase a / b: ``models/phase_<x>.pt`` on the test split of ``data.test`` ->
-``metrics/eval_phase_<x>.json`` (``auc.<method>``, ``auc.overall``, ap, eer, acc, clip_auc, counts)
-and ``plots/eval_phase_<x>/`` (scores.csv, clips.csv, failures.csv, roc/<method>.csv, auc.csv, roc.png).
+``metrics/eval_phase_<x>.json`` (``auc.<method>``, ``auc.overall``, ``auc_ci95``, ``auc_fail05``,
+``static_auc``, ``failed``, ap, eer, acc, clip_auc, counts) and ``plots/eval_phase_<x>/`` (scores.csv,
+clips.csv, failures.csv, roc/<method>.csv, auc.csv, roc.png).
 Cross: ``models/phase_b.pt`` on the test split of every dataset in ``data.cross`` ->
 ``metrics/eval_cross.json`` (``auc.<dataset>`` ...) and ``plots/eval_cross/`` (one folder per dataset
 plus roc/<dataset>.csv, auc.csv, roc.png).
+Frame / frame_cross: the frame-level SBI baseline ``models/frame.pt``, the same way, into
+``metrics/eval_frame.json`` + ``plots/eval_frame/`` and ``metrics/eval_frame_cross.json`` +
+``plots/eval_frame_cross/``; a video's score is the mean fake probability of ``baseline.eval_frames``
+evenly spaced single frames.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from stfmamba.config import ConfigError, load_params
 from stfmamba.data.manifest import ManifestError
-from stfmamba.evaluation.run import evaluate_dataset, load_checkpoint, save_metrics, write_cross_summary
+from stfmamba.evaluation.run import (check_input_contract, evaluate_dataset, load_checkpoint, save_metrics,
+                                     write_cross_summary)
 
 PHASES = {  # phase -> (model file, metrics file, plots folder)
     "a": ("models/phase_a.pt", "metrics/eval_phase_a.json", "plots/eval_phase_a"),
     "b": ("models/phase_b.pt", "metrics/eval_phase_b.json", "plots/eval_phase_b"),
     "cross": ("models/phase_b.pt", "metrics/eval_cross.json", "plots/eval_cross"),
+    "frame": ("models/frame.pt", "metrics/eval_frame.json", "plots/eval_frame"),
+    "frame_cross": ("models/frame.pt", "metrics/eval_frame_cross.json", "plots/eval_frame_cross"),
 }
+CROSS = {"cross", "frame_cross"}   # phases scored on every dataset of data.cross
+
+
+def frame_protocol(phase: str, params, cfg):
+    """The baseline's protocol (SBI's): ``baseline.eval_frames`` evenly spaced single frames per video
+    (clips of one frame, ``eval.batch_size`` frames per forward pass). Other phases: unchanged."""
+    if not phase.startswith("frame"):
+        return params, cfg
+    ev = dataclasses.replace(params.eval, clips_per_video=params.baseline.eval_frames)
+    return (dataclasses.replace(params, eval=ev),
+            dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_frames=1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     model_path, metrics_path, plots_dir = PHASES[args.phase]
     try:
         params = load_params(args.params)
-        model, cfg, _ = load_checkpoint(model_path)
+        model, cfg, meta = load_checkpoint(model_path)
+        check_input_contract(meta, params.preprocess, cfg.model, model_path=model_path, params_path=args.params)
+        params, cfg = frame_protocol(args.phase, params, cfg)
         root = Path(params.data.preprocessed_dir)
-        names = list(params.data.cross) if args.phase == "cross" else [params.data.test]
+        names = list(params.data.cross) if args.phase in CROSS else [params.data.test]
         kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp,
                   progress=not args.no_progress and sys.stderr.isatty())
-        if args.phase == "cross":
+        if args.phase in CROSS:
             results = [evaluate_dataset(model, cfg.model, n, root / n, Path(plots_dir) / n, **kw) for n in names]
             metrics = write_cross_summary(plots_dir, results)
         else:

@@ -1,11 +1,14 @@
-"""Stage train_phase_a / train_phase_b: Video-SBI training of one phase.
+"""Stages train_phase_a / train_phase_b / train_frame: Video-SBI training of one phase.
 
     python stages/train.py --phase a          # single process
     torchrun --nproc_per_node 8 stages/train.py --phase b   # DDP (multi-node: add --nnodes/--rdzv_endpoint)
+    python stages/train.py --phase frame      # the frame-level SBI baseline (params: baseline)
 
-Reads params.yaml (model, features, training, budget, data.train); writes models/phase_<x>.pt (best
-SBI-val AUC), metrics/train_phase_<x>.json, dvclive/phase_<x>/ and resume checkpoints in
-<training.checkpoint_dir>/phase_<x>/ (a DVC persist output: rerunning the stage resumes).
+Reads params.yaml (model, features, training, budget, data.train; baseline for --phase frame); writes
+models/phase_<x>.pt (best SBI-val AUC), metrics/train_phase_<x>.json, dvclive/phase_<x>/ and resume
+checkpoints in <training.checkpoint_dir>/phase_<x>/ (a DVC persist output: rerunning the stage
+resumes) — models/frame.pt, metrics/train_frame.json, dvclive/frame/, <checkpoint_dir>/frame/ for
+the baseline.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ unknown key, a value of the wrong type or a value out of range raises :class:`Co
 naming the key (and, for a typo, the closest valid key).
 
 :class:`STFV8Config` is the model + features + training bundle the model and trainer take, with
-the seed's presets ``phase_a()``, ``phase_b()``, ``debug()`` and ``describe()``.
+the seed's presets ``phase_a()``, ``phase_b()``, ``debug()`` and ``describe()``, and ``frame_baseline()``
+(the per-frame SBI classifier of the ``baseline`` section).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import yaml
 
 __all__ = [
     "ConfigError", "DatasetConfig", "DataConfig", "DemoConfig", "PreprocessConfig", "ModelConfig",
-    "FeatureFlags", "TrainingConfig", "EvalConfig", "BudgetConfig", "Params", "STFV8Config",
+    "FeatureFlags", "TrainingConfig", "EvalConfig", "BaselineConfig", "BudgetConfig", "Params", "STFV8Config",
     "load_params", "from_dict", "to_dict",
 ]
 
@@ -105,8 +106,9 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    arch: str = "stfmamba"            # stfmamba, or a timm model name: a per-frame classifier (models/frame.py)
     img_size: int = field(default=224, metadata=_rng(16, 1024))       # clip side (px)
-    num_frames: int = field(default=32, metadata=_rng(2, 512))        # T
+    num_frames: int = field(default=32, metadata=_rng(1, 512))        # T (STF-Mamba needs >= 2)
     stem_dim: int = field(default=48, metadata=_rng(1, 4096))
     stage1_dim: int = field(default=96, metadata=_rng(1, 4096))
     stage2_dim: int = field(default=192, metadata=_rng(1, 4096))
@@ -124,8 +126,13 @@ class ModelConfig:
     dcconv_kernel_length: int = field(default=3, metadata=_rng(1, 15))  # DCConv3D temporal taps
     drop_path_rate: float = field(default=0.1, metadata=_rng(0.0, 0.9))
     dropout: float = field(default=0.2, metadata=_rng(0.0, 0.9))
-    spatial_backbone: str = "none"    # "none" or a timm ConvNeXt V2 name
+    spatial_backbone: str = "none"    # "none" or a timm CNN name (its stride-4 features feed stage 1)
     pretrained: str = "none"          # none | hub | path to a local weights file
+
+    def __post_init__(self) -> None:
+        if self.arch == "stfmamba" and self.num_frames < 2:
+            raise ConfigError(f"model.num_frames={self.num_frames}: STF-Mamba needs clips of at least 2 frames "
+                              "(its wavelet transform runs over time); single frames are for a per-frame arch")
 
     @property
     def dims(self) -> tuple[int, int, int, int]:
@@ -206,6 +213,28 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    """The frame-level SBI baseline (phase ``frame``): a timm image classifier scoring single frames.
+
+    A video's score is the mean fake probability over ``eval_frames`` evenly spaced frames (and
+    the max over its faces), the protocol of the SBI paper.
+    """
+    arch: str = "resnet18"            # any timm model name (e.g. efficientnet_b4, the SBI paper's)
+    pretrained: str = "none"          # none | hub (needs network) | path to a local timm state_dict file
+    img_size: int = field(default=0, metadata=_rng(0, 1024))           # frame side (px), <= crop_size; 0 = model.img_size
+    num_frames: int = field(default=1, metadata=_rng(1, 512))          # frames per training item (each with its SBI fake)
+    epochs: int = field(default=6, metadata=_rng(1, 10000))
+    lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0))           # AdamW peak lr (warm-up, cosine: training.*)
+    batch_size: int = field(default=16, metadata=_rng(1, 4096))        # real items per batch (+ their fakes)
+    clips_per_video: int = field(default=8, metadata=_rng(1, 1000))    # items (frame poses) per real video per epoch
+    eval_frames: int = field(default=16, metadata=_rng(1, 10000))      # evenly spaced frames scored per test video
+
+    def __post_init__(self) -> None:
+        if 0 < self.img_size < 16:
+            raise ConfigError(f"baseline.img_size={self.img_size}: use at least 16 px, or 0 for model.img_size")
+
+
+@dataclass(frozen=True)
 class BudgetConfig:
     max_budget: float = field(default=100.0, metadata=_rng(0.0, None))
     cost_per_hour: float = field(default=0.0, metadata=_rng(0.0, None))
@@ -222,6 +251,7 @@ class Params:
     features: FeatureFlags = field(default_factory=FeatureFlags)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def __post_init__(self) -> None:
@@ -234,6 +264,19 @@ class Params:
             raise ConfigError(
                 f"model.img_size={self.model.img_size} exceeds preprocess.crop_size={self.preprocess.crop_size}; "
                 "crops would have to be upsampled: raise crop_size or lower img_size")
+        if self.preprocess.crop_size < self.baseline_img_size:
+            raise ConfigError(
+                f"baseline.img_size={self.baseline.img_size} exceeds preprocess.crop_size={self.preprocess.crop_size}; "
+                "crops would have to be upsampled: raise crop_size or lower baseline.img_size (0 = model.img_size)")
+        if self.preprocess.frames_per_segment < self.baseline.num_frames:
+            raise ConfigError(
+                f"baseline.num_frames={self.baseline.num_frames} is longer than preprocess.frames_per_segment="
+                f"{self.preprocess.frames_per_segment}: lower baseline.num_frames")
+
+    @property
+    def baseline_img_size(self) -> int:
+        """The frame baseline's input side: ``baseline.img_size``, or ``model.img_size`` when it is 0."""
+        return self.baseline.img_size or self.model.img_size
 
 
 # --------------------------------------------------------------------------- presets
@@ -256,6 +299,22 @@ class STFV8Config:
         """The V8.0 model: architecture flags from ``params.features`` (all on by default)."""
         p = params or Params()
         return cls("Phase B (V8.0)", p.model, p.features, p.training)
+
+    @classmethod
+    def frame_baseline(cls, params: Params | None = None) -> "STFV8Config":
+        """The frame-level SBI baseline: ``params.model`` with arch / img_size / num_frames /
+        pretrained from ``params.baseline``, no architecture flag and no multi-scale temporal drift
+        (a per-frame model; one frame has no drift anyway), the other data-side flags as in
+        ``params.features`` (H.264 augmentation, TPS), and ``params.training`` with the baseline's
+        batch size, epochs (as ``epochs_phase_a``), lr and clips per video."""
+        p = params or Params()
+        b = p.baseline
+        model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
+                        pretrained=b.pretrained)
+        training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
+                           clips_per_video=b.clips_per_video)
+        features = replace(p.features.without_architecture(), use_multiscale_drift=False)
+        return cls(f"Frame baseline ({b.arch})", model, features, training)
 
     @classmethod
     def debug(cls) -> "STFV8Config":

@@ -5,7 +5,9 @@
   :data:`H264_BACKENDS`): ``pyav`` encodes and decodes in process with libx264 through PyAV codec
   contexts (no container, no temp file); ``ffmpeg`` is the fallback — raw frames to a temp file,
   one ffmpeg process (the imageio-ffmpeg binary) to encode, another to decode, read back.
-* :func:`build_pair_transform` — colour jitter, horizontal flip and JPEG with albumentations.
+* :func:`build_pair_transform` — horizontal flip, mild scale / position jitter (a random resized
+  crop of the face crop, so the crop margin of one dataset is not learned), colour jitter and JPEG
+  with albumentations.
 * :func:`augment_pair` — applies one set of parameters (one seed per clip pair) to the real and
   fake clip alike: the albumentations pass sees all ``2T`` frames at once (``images=``), and the
   H.264 pass encodes both clips at the same QP.
@@ -132,9 +134,15 @@ class PairAugConfig:
 
 
 def build_pair_transform() -> A.Compose:
-    """Colour jitter, flip and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``."""
+    """Flip, scale jitter, colour jitter and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``.
+
+    The scale jitter (zoom 0.9–1.12, shift ±4 % of the side, linear, mirrored borders) changes how
+    much of the head the crop shows, as crops of different datasets and detectors do.
+    """
     return A.Compose([
         A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.9, 1.12), translate_percent=(-0.04, 0.04), interpolation=cv2.INTER_LINEAR,
+                 border_mode=cv2.BORDER_REFLECT_101, p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
         A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=10, p=0.3),
         A.ImageCompression(quality_range=(60, 100), p=0.5),

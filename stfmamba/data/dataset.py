@@ -13,7 +13,8 @@ augmentation — so the validation AUC of two epochs is comparable.
 
 Item: ``{"x": (2, 3, T, H, W) uint8 (real, fake), "y": (2,) int64 = (0, 1), "index": int}``. The clips
 stay uint8 until they reach the device, where :func:`normalize_clips` turns them into the model's
-ImageNet-normalised floats (exactly what :func:`~stfmamba.data.clips.frames_to_tensor` computes):
+ImageNet-normalised floats. Resizing and normalisation are the crop contract of
+:mod:`stfmamba.data.clips` (:func:`~stfmamba.data.clips.model_clip`), shared with evaluation:
 a quarter of the bytes through the loader's shared memory and host-to-GPU copies, and no float
 work in the loader workers.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +30,11 @@ from torch.utils.data import Dataset
 
 from stfmamba.config import ConfigError, Params
 from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transform
-from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, clip_starts, random_clip_start
+from stfmamba.data.clips import ClipSpec, clip_starts, model_clip, normalize_clips, random_clip_start
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.data.sbi import SBIConfig, build_source_transform, self_blend_clip
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """How clips are cut from a preprocessed video."""
-    num_segments: int       # runs per video (preprocess.num_segments)
-    frames_per_segment: int  # frames per run (preprocess.frames_per_segment)
-    num_frames: int         # model clip length T (model.num_frames)
-    img_size: int           # model input side (model.img_size)
-
-    @property
-    def n_total(self) -> int:
-        return self.num_segments * self.frames_per_segment
 
 
 def _npy_shape(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -137,13 +124,19 @@ class VideoSBIDataset(Dataset):
         self._pair_tf = None
 
     @classmethod
-    def from_params(cls, params: Params, split: str, train: bool, features=None) -> "VideoSBIDataset":
-        """The dataset of ``params.data.train`` for ``split`` (``features`` default: ``params.features``)."""
+    def from_params(cls, params: Params, split: str, train: bool, features=None, model=None,
+                    training=None) -> "VideoSBIDataset":
+        """The dataset of ``params.data.train`` for ``split``.
+
+        ``features`` / ``model`` (clip length and size) / ``training`` (clips per video, QP range,
+        seed) default to ``params.features`` / ``params.model`` / ``params.training``; the trainer
+        passes its phase's config (e.g. single frames for the frame baseline).
+        """
         f = features or params.features
-        spec = ClipSpec(params.preprocess.num_segments, params.preprocess.frames_per_segment,
-                        params.model.num_frames, params.model.img_size)
+        m = model or params.model
+        spec = ClipSpec(params.preprocess.num_segments, params.preprocess.frames_per_segment, m.num_frames, m.img_size)
         sbi = sbi_config(f)
-        tr = params.training
+        tr = training or params.training
         aug = PairAugConfig(compression=f.use_compression_aug, qp_min=tr.qp_min, qp_max=tr.qp_max) if train else None
         return cls(Path(params.data.preprocessed_dir) / params.data.train, split, spec, sbi, aug, train,
                    tr.clips_per_video, tr.seed)
@@ -159,7 +152,18 @@ class VideoSBIDataset(Dataset):
         key = (self.seed, self.epoch, index) if self.train else (self.seed, 10**6, index)
         return np.random.default_rng(key)
 
-    def __getitem__(self, index: int) -> dict:
+    def pair(self, index: int, common_aug: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Item ``index`` at the stored crop size, before resizing to the model input.
+
+        Args:
+            index: item index.
+            common_aug: apply the augmentations shared by real and fake (when the dataset has any).
+
+        Returns:
+            ``(real, fake, mask)``: ``(T, S, S, 3)`` uint8 twice and the effective blend mask
+            ``(T, S, S)`` float32. Before the common augmentation the fake equals the real
+            exactly wherever ``mask == 0``.
+        """
         vid, start = self.items[index]
         video_id, path = self.videos[vid]
         rng = self._rng(index)
@@ -167,33 +171,21 @@ class VideoSBIDataset(Dataset):
         if start is None:
             start = random_clip_start(rng, s.num_segments, s.frames_per_segment, s.num_frames)
         data = load_npz(path, keys=("frames", "landmarks"))   # the keys checked when the dataset was built
-        real = data["frames"][start:start + s.num_frames]
+        frames = data["frames"][start:start + s.num_frames]
         lms = data["landmarks"][start:start + s.num_frames]
         if self._src_tf is None:
             self._src_tf, self._pair_tf = build_source_transform(), build_pair_transform()
-        fake = self_blend_clip(real, lms, rng, self.sbi, self._src_tf).fake
-        if self.aug is not None:
+        res = self_blend_clip(frames, lms, rng, self.sbi, self._src_tf)
+        real, fake = res.real, res.fake          # the real is SBI's target (it may carry the colour transform)
+        if common_aug and self.aug is not None:
             real, fake, _ = augment_pair(real, fake, rng, self.aug, self._pair_tf)
-        x = torch.from_numpy(np.stack([_resize(real, s.img_size), _resize(fake, s.img_size)]))  # (2, T, H, W, 3)
+        return real, fake, res.mask
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.spec
+        real, fake, _ = self.pair(index)
+        x = torch.from_numpy(np.stack([model_clip(real, s.img_size), model_clip(fake, s.img_size)]))  # (2, T, H, W, 3)
         return {"x": x.permute(0, 4, 1, 2, 3), "y": torch.tensor([0, 1]), "index": index}     # (2, 3, T, H, W)
-
-
-def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """``(T, H, W, 3)`` uint8 -> ``(T, size, size, 3)`` (area interpolation, as frames_to_tensor)."""
-    if frames.shape[1] == size and frames.shape[2] == size:
-        return frames
-    import cv2
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-
-
-def normalize_clips(x: torch.Tensor) -> torch.Tensor:
-    """uint8 clips ``(..., 3, T, H, W)`` -> float32 ImageNet-normalised (on ``x``'s device).
-
-    Equals :func:`~stfmamba.data.clips.frames_to_tensor` applied per clip.
-    """
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1, 1)
-    return (x.float().div_(255.0) - mean) / std
 
 
 def worker_init(worker_id: int) -> None:

@@ -4,9 +4,13 @@ A real face swap re-estimates its mask on every frame, so the blending boundary 
 slides relative to the face. Video-SBI imitates that by offsetting each frame's landmark hull:
 
 * ``brownian`` (V7.3): a random walk, each axis clamped to ±2 px.
-* ``multiscale`` (V8 ``use_multiscale_drift``): step size drawn from a log-normal clipped to
-  0.5–5 px, one of four motion profiles (smooth, jittery, accelerating, oscillating — registry
-  :data:`PROFILES`), and the cumulative offset capped at ``cap_px``.
+* ``multiscale`` (V8 ``use_multiscale_drift``): one of four motion profiles (smooth, jittery,
+  accelerating, oscillating — registry :data:`PROFILES`) with per-frame step sizes from a
+  log-normal clipped to 0.5–5 px, integrated with mean reversion (an AR(1) pull back to the
+  landmarks, so the offset does not wander off), rescaled to a per-clip magnitude (RMS over the
+  clip, log-normal, median 2 px, clipped to 0.5–5 px) and softly bounded by ``cap_px``
+  (``cap·tanh(‖o‖/cap)``: near-identity below the cap, never above it). Typical offsets are a few
+  px at 224 px; the cap is a bound, not where the offset sits.
 
 Every function takes ``(rng, num_frames, scale)`` and returns ``(num_frames, 2)`` float offsets
 (dx, dy) in pixels; ``scale`` = crop side / 224 (the pixel amounts are for 224 px crops). Frame 0
@@ -22,7 +26,10 @@ BROWNIAN_CLAMP_PX = 2.0      # V7.3 bound per axis
 BROWNIAN_STEP_PX = 0.7       # std of one Brownian step per axis
 STEP_MIN_PX, STEP_MAX_PX = 0.5, 5.0   # V8 log-normal step range
 STEP_LOG_MEAN, STEP_LOG_STD = np.log(1.2), 0.6
-CAP_PX = 8.0                 # V8 cumulative cap (Euclidean norm of the offset)
+MAG_MIN_PX, MAG_MAX_PX = 0.5, 5.0     # V8 per-clip RMS offset range
+MAG_LOG_MEAN, MAG_LOG_STD = np.log(2.0), 0.5
+REVERSION = 0.15             # V8 AR(1) pull back towards 0 per frame (offset *= 1 - REVERSION)
+CAP_PX = 8.0                 # V8 bound on the offset norm (soft: cap * tanh(norm / cap))
 
 
 def brownian_drift(rng: np.random.Generator, num_frames: int, scale: float = 1.0) -> np.ndarray:
@@ -68,30 +75,37 @@ PROFILES: dict[str, Callable[[np.random.Generator, np.ndarray], np.ndarray]] = {
 
 
 def cap_offsets(offsets: np.ndarray, cap: float) -> np.ndarray:
-    """Scale down every offset whose Euclidean norm exceeds ``cap``; ``offsets: (T, 2)``."""
+    """Softly bound offsets ``(T, 2)``: the norm becomes ``cap·tanh(‖o‖/cap)`` (direction kept)."""
     norm = np.linalg.norm(offsets, axis=-1, keepdims=True)
-    return offsets * np.minimum(1.0, cap / np.maximum(norm, 1e-12))
+    return offsets * (cap * np.tanh(norm / cap) / np.maximum(norm, 1e-12))
 
 
 def multiscale_drift(rng: np.random.Generator, num_frames: int, scale: float = 1.0,
                      profile: str | None = None, cap_px: float = CAP_PX) -> np.ndarray:
-    """V8 multi-scale drift.
+    """V8 multi-scale drift: a bounded, mean-reverting offset of a few px with a random motion profile.
 
     Args:
         rng: the clip's generator.
         num_frames: T.
         scale: crop side / 224.
         profile: a key of :data:`PROFILES`; drawn at random when ``None``.
-        cap_px: cap on the cumulative offset norm (px at 224).
+        cap_px: bound on the offset norm (px at 224).
 
     Returns:
-        ``(T, 2)`` offsets, ``offsets[0] == 0`` and ``‖offsets[t]‖ ≤ cap_px·scale``.
+        ``(T, 2)`` offsets, ``offsets[0] == 0`` and ``‖offsets[t]‖ < cap_px·scale``.
     """
     name = profile or list(PROFILES)[int(rng.integers(len(PROFILES)))]
-    steps = np.clip(rng.lognormal(STEP_LOG_MEAN, STEP_LOG_STD, num_frames - 1), STEP_MIN_PX, STEP_MAX_PX) * scale
+    magnitude = float(np.clip(rng.lognormal(MAG_LOG_MEAN, MAG_LOG_STD), MAG_MIN_PX, MAG_MAX_PX))
+    offsets = np.zeros((num_frames, 2))
+    if num_frames < 2:
+        return offsets
+    steps = np.clip(rng.lognormal(STEP_LOG_MEAN, STEP_LOG_STD, num_frames - 1), STEP_MIN_PX, STEP_MAX_PX)
     deltas = PROFILES[name](rng, steps)
-    offsets = np.concatenate([np.zeros((1, 2)), np.cumsum(deltas, 0)])
-    return cap_offsets(offsets, cap_px * scale)
+    for t in range(1, num_frames):                     # AR(1): integrate the steps, pull back towards 0
+        offsets[t] = (1.0 - REVERSION) * offsets[t - 1] + deltas[t - 1]
+    rms = np.sqrt((offsets[1:] ** 2).sum(-1).mean())
+    offsets *= magnitude / max(rms, 1e-9)
+    return cap_offsets(offsets, cap_px) * scale
 
 
 def no_drift(rng: np.random.Generator, num_frames: int, scale: float = 1.0) -> np.ndarray:

@@ -10,10 +10,14 @@
     python -m stfmamba.evaluation --checkpoint models/phase_b.pt \\
         --dataset-root my_videos/list.csv --adapter csv --out results/mine
 
-The videos of the evaluated split are preprocessed first with the ``preprocess`` section of
-``--params`` (face crops + landmarks into ``<out>/preprocessed/<name>``; re-runs reuse them), then
-scored. Writes ``<out>/metrics.json`` and the report files (scores.csv, clips.csv, failures.csv,
-roc/<method>.csv, auc.csv, roc.png).
+The videos of the evaluated split are preprocessed first (face crops + landmarks into
+``<out>/preprocessed/<name>``; re-runs reuse them), then scored. Preprocessing follows the model
+file: its recorded ``preprocess`` settings (crop_size, margin, detect_scale, num_segments,
+frames_per_segment) replace those of ``params.yaml``. An explicit ``--params`` is used as given,
+and its ``preprocess.crop_size`` / ``preprocess.margin`` must match the model file's (an error
+says which key and how to fix it). ``eval`` and ``training.amp`` come from the params file
+(``params.yaml`` when present, else the built-in defaults). Writes ``<out>/metrics.json`` and the
+report files (scores.csv, clips.csv, failures.csv, roc/<method>.csv, auc.csv, roc.png).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from stfmamba.config import ConfigError, DatasetConfig, load_params
+from stfmamba.config import ConfigError, DatasetConfig, Params, from_dict, load_params
 from stfmamba.data.adapters import ADAPTERS, build_adapter
 from stfmamba.data.manifest import ManifestError
 
@@ -38,18 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compression", default="c23", choices=("raw", "c23", "c40"))
     ap.add_argument("--methods", nargs="*", default=(), help="manipulation folders (adapter ffpp)")
     ap.add_argument("--split", default="test", help="split to evaluate; 'all' for every row")
-    ap.add_argument("--params", default="params.yaml", help="params file for preprocess / eval settings")
+    ap.add_argument("--params", default=None,
+                    help="params file for the eval settings and, when given, the preprocess settings (whose crop "
+                         "settings must match the model file's); default: params.yaml if present, with the model "
+                         "file's preprocess settings")
     ap.add_argument("--workers", type=int, default=None, help="preprocessing worker processes")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
     from stfmamba.data.preprocess import preprocess_dataset
-    from stfmamba.evaluation.run import evaluate_dataset, load_checkpoint, save_metrics
+    from stfmamba.evaluation.run import check_input_contract, evaluate_dataset, load_checkpoint, save_metrics
 
     try:
-        params = load_params(args.params)
-        pre = params.preprocess if args.workers is None else replace(params.preprocess, workers=args.workers)
-        pre = replace(pre, shard_index=0, num_shards=1)
+        params_path = Path(args.params or "params.yaml")
+        params = load_params(params_path) if args.params or params_path.is_file() else from_dict(Params, {})
+        model, cfg, meta = load_checkpoint(args.checkpoint)
+        pre = params.preprocess
+        stored = (meta.get("input") or {}).get("preprocess")
+        if args.params is None and stored:
+            pre = replace(pre, **stored)   # preprocess the videos as the model's training data was
+            print(f"preprocess settings from {args.checkpoint}: " + ", ".join(f"{k}={v}" for k, v in stored.items()))
+        check_input_contract(meta, pre, cfg.model, model_path=args.checkpoint, params_path=params_path)
+        pre = replace(pre, shard_index=0, num_shards=1, **({} if args.workers is None else {"workers": args.workers}))
         name = args.name or args.adapter
         dcfg = DatasetConfig(args.adapter, args.dataset_root, args.splits, args.compression, tuple(args.methods))
         rows = build_adapter(dcfg).rows()
@@ -58,12 +72,6 @@ def main(argv: list[str] | None = None) -> int:
             rows = [r for r in rows if r.split == split]
         if not rows:
             raise ConfigError(f"{args.dataset_root}: adapter '{args.adapter}' found no videos in split '{args.split}'")
-        model, cfg, _ = load_checkpoint(args.checkpoint)
-        if pre.crop_size < cfg.model.img_size or pre.frames_per_segment < cfg.model.num_frames:
-            raise ConfigError(f"{args.params}: preprocess.crop_size={pre.crop_size} / frames_per_segment="
-                              f"{pre.frames_per_segment} are smaller than the checkpoint's img_size="
-                              f"{cfg.model.img_size} / num_frames={cfg.model.num_frames}; use the params "
-                              "file (profile) the model was trained with")
         out = Path(args.out)
         data_dir = out / "preprocessed" / name
         print(preprocess_dataset(name, rows, pre, data_dir, progress=not args.no_progress))

@@ -1,20 +1,27 @@
 """Evaluation engine: score every clip of every test video of a preprocessed dataset.
 
 A video's clips are the non-overlapping ``num_frames`` windows of each of its runs
-(:func:`stfmamba.data.clips.clip_starts`), at most ``clips_per_video`` of them, evenly spaced.
-The video score is the mean fake probability (softmax class 1) over its clips.
+(:meth:`stfmamba.data.clips.ClipSpec.starts`), at most ``clips_per_video`` of them, evenly spaced.
+Each clip becomes model input through the crop contract of :mod:`stfmamba.data.clips` — the very
+functions the training dataset uses (:func:`~stfmamba.data.clips.clip_tensor` in the loader,
+uint8; :func:`~stfmamba.data.clips.normalize_clips` on the device). The video score is the mean
+fake probability (softmax class 1) over its clips.
+
+Every clip is also scored as a **static clip** (its first frame repeated ``T`` times,
+:func:`~stfmamba.data.clips.static_clips`): ``static_score`` per clip and per video. The AUC on
+static clips next to the AUC on real clips shows what the temporal modelling adds. A frame-level
+model (``T = 1``) has nothing to repeat: its static score is its score.
 
 Rows are identified by position (the manifest's key is ``(method, video_id)``: FF++ and the demo
 reuse a real's id for its manipulations), so clips point at their video with a ``row`` index.
 
 A video that cannot be scored (preprocessing failed, npz missing or unreadable, too few frames,
-a non-finite output) gets status ``failed`` and a reason; it is counted and listed in the report,
-never given a score.
+crops smaller than the model input, a non-finite output) gets status ``failed`` and a reason; it is
+counted and listed in the report, never given a score.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,33 +31,39 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
-from stfmamba.data.clips import clip_starts, frames_to_tensor
+from stfmamba.data.clips import ClipSpec, clip_tensor, normalize_clips, static_clips
 from stfmamba.data.manifest import load_npz
 
-VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "n_clips"]
-CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score"]  # row: index into the videos table
+__all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "autocast_for", "score_videos"]
+
+VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "n_clips"]
+CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score"]  # row: index into videos
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """How clips are cut from a preprocessed video and fed to the model."""
-    num_segments: int        # runs per video (preprocess.num_segments)
-    frames_per_segment: int  # frames per run (preprocess.frames_per_segment)
-    num_frames: int          # T of the model
-    img_size: int            # H = W of the model
-    clips_per_video: int     # cap on clips per video (evenly spaced subset of the windows)
+def video_clips(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
+    """The evaluation clips of one video, as model input before normalisation.
 
-    def starts(self) -> list[int]:
-        """Start frame of every clip scored per video."""
-        starts = clip_starts(self.num_segments, self.frames_per_segment, self.num_frames)
-        if len(starts) > self.clips_per_video:
-            pick = np.linspace(0, len(starts) - 1, self.clips_per_video).round().astype(int)
-            starts = [starts[i] for i in pick]
-        return starts
+    Args:
+        frames: ``(N, S, S, 3)`` uint8, the npz ``frames``.
+        spec: clip geometry.
+
+    Returns:
+        ``(K, 3, T, img_size, img_size)`` uint8, one clip per ``spec.starts()``.
+
+    Raises:
+        ValueError: no window fits, too few frames, or crops the contract cannot use (the reason).
+    """
+    starts = spec.starts()
+    if not starts:
+        raise ValueError(f"no clip fits: frames_per_segment={spec.frames_per_segment} < num_frames={spec.num_frames}")
+    need = max(starts) + spec.num_frames
+    if frames.ndim != 4 or frames.shape[0] < need:
+        raise ValueError(f"too few frames: {frames.shape[0] if frames.ndim else 0} < {need}")
+    return torch.stack([clip_tensor(frames[s:s + spec.num_frames], spec.img_size) for s in starts])
 
 
 class _VideoClips(Dataset):
-    """Item ``i`` -> ``(i, clips (K,3,T,H,W) or None, error str)`` for the i-th video."""
+    """Item ``i`` -> ``(i, clips (K,3,T,H,W) uint8 or None, error str)`` for the i-th video."""
 
     def __init__(self, paths: list[Path], spec: ClipSpec):
         self.paths, self.spec = paths, spec
@@ -59,19 +72,14 @@ class _VideoClips(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        spec = self.spec
         try:
-            frames = load_npz(self.paths[i], keys=("frames",))["frames"]  # (N, H, W, 3) uint8
+            frames = load_npz(self.paths[i], keys=("frames",))["frames"]  # (N, S, S, 3) uint8
         except Exception as err:  # unreadable / missing file: reported, not raised
             return i, None, f"npz unreadable: {type(err).__name__}: {err}"
-        starts = spec.starts()
-        if not starts:
-            return i, None, "no clip fits: frames_per_segment < num_frames"
-        need = max(starts) + spec.num_frames
-        if frames.ndim != 4 or frames.shape[0] < need:
-            return i, None, f"too few frames: {frames.shape[0] if frames.ndim else 0} < {need}"
-        clips = torch.stack([frames_to_tensor(frames[s:s + spec.num_frames], spec.img_size) for s in starts])
-        return i, clips, ""
+        try:
+            return i, video_clips(frames, self.spec), ""
+        except ValueError as err:
+            return i, None, str(err)
 
 
 def autocast_for(device: torch.device, amp: str):
@@ -90,7 +98,7 @@ def autocast_for(device: torch.device, amp: str):
 def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, spec: ClipSpec, *,
                  batch_size: int = 8, num_workers: int = 0, device: str | torch.device = "cpu",
                  amp: str = "auto", progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score the videos of ``rows`` (manifest rows) with ``model``.
+    """Score the videos of ``rows`` (manifest rows) with ``model``, on real and on static clips.
 
     Args:
         model: a module whose ``forward(x: (B,3,T,H,W))`` returns ``{"logits": (B,2), ...}``.
@@ -104,36 +112,43 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         progress: show a tqdm bar.
 
     Returns:
-        ``(videos, clips)``: one row per video (:data:`VIDEO_COLUMNS`; ``score`` NaN when failed)
-        and one row per scored clip (:data:`CLIP_COLUMNS`).
+        ``(videos, clips)``: one row per video (:data:`VIDEO_COLUMNS`; ``score`` / ``static_score``
+        NaN when failed) and one row per scored clip (:data:`CLIP_COLUMNS`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
     rows = rows.reset_index(drop=True)
     videos = pd.DataFrame({
         "video_id": rows["video_id"].astype(str), "method": rows["method"].astype(str),
-        "label": rows["label"].astype(int), "status": "ok", "reason": "", "score": np.nan, "n_clips": 0})
+        "label": rows["label"].astype(int), "status": "ok", "reason": "", "score": np.nan,
+        "static_score": np.nan, "n_clips": 0})
     bad = rows["status"].astype(str) != "ok"
     videos.loc[bad, "status"] = "failed"
     videos.loc[bad, "reason"] = [f"preprocess: {r}" if r else "preprocess failed" for r in rows.loc[bad, "reason"].astype(str)]
     todo = [i for i in range(len(rows)) if not bad[i]]
     data = _VideoClips([Path(dataset_dir) / str(rows.at[i, "npz"]) for i in todo], spec)
     loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=num_workers)
-    clip_rows: list[tuple[int, str, str, int, int, float]] = []
-    per_video: dict[int, list[float]] = {}
-    buf: list[tuple[int, int, torch.Tensor]] = []  # (video row, clip start, (3,T,H,W))
+    clip_rows: list[tuple[int, str, str, int, int, float, float]] = []
+    per_video: dict[int, list[tuple[float, float]]] = {}
+    buf: list[tuple[int, int, torch.Tensor]] = []  # (video row, clip start, (3,T,H,W) uint8)
     starts = spec.starts()
+    with_static = spec.num_frames > 1   # T = 1: the static clip is the clip
+
+    def fake_prob(x: torch.Tensor) -> np.ndarray:
+        with autocast_for(device, amp):
+            logits = model(x)["logits"]
+        return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
 
     def flush() -> None:
         if not buf:
             return
-        x = torch.stack([c for _, _, c in buf]).to(device)  # (B, 3, T, H, W)
-        with autocast_for(device, amp):
-            logits = model(x)["logits"]
-        prob = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
-        for (v, s, _), p in zip(buf, prob):
-            per_video.setdefault(v, []).append(float(p))
-            clip_rows.append((v, videos.at[v, "video_id"], videos.at[v, "method"], int(videos.at[v, "label"]), s, float(p)))
+        x = normalize_clips(torch.stack([c for _, _, c in buf]).to(device))  # (B, 3, T, H, W) float
+        prob = fake_prob(x)
+        static = fake_prob(static_clips(x)) if with_static else prob
+        for (v, s, _), p, q in zip(buf, prob, static):
+            per_video.setdefault(v, []).append((float(p), float(q)))
+            clip_rows.append((v, videos.at[v, "video_id"], videos.at[v, "method"], int(videos.at[v, "label"]), s,
+                              float(p), float(q)))
         buf.clear()
 
     for j, clips, err in tqdm(loader, total=len(data), desc="evaluate", disable=not progress, leave=False):
@@ -147,10 +162,12 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
                 flush()
     flush()
     for v, probs in per_video.items():
-        if not np.all(np.isfinite(probs)):
+        p = np.asarray(probs)   # (K, 2): real clip, static clip
+        if not np.all(np.isfinite(p)):
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "non-finite model output"
             continue
-        videos.at[v, "score"], videos.at[v, "n_clips"] = float(np.mean(probs)), len(probs)
+        videos.at[v, "score"], videos.at[v, "static_score"] = float(p[:, 0].mean()), float(p[:, 1].mean())
+        videos.at[v, "n_clips"] = len(p)
     clips_df = pd.DataFrame(clip_rows, columns=CLIP_COLUMNS)
     failed_rows = set(np.nonzero((videos["status"] != "ok").to_numpy())[0].tolist())
     clips_df = clips_df[~clips_df["row"].isin(failed_rows)].reset_index(drop=True)

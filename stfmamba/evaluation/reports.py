@@ -2,12 +2,17 @@
 
 Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
 
-    metrics JSON        {"auc": {"overall": .., "<method>": ..}, "ap": {..}, "eer": {..}, "acc": {..},
-                         "clip_auc": {..}, "n_real": {..}, "n_fake": {..},
+    metrics JSON        {"auc": {"overall": .., "<method>": ..},        failures excluded (primary)
+                         "auc_ci95": {"<method>": [lo, hi]},            bootstrap 95 % interval of auc
+                         "auc_fail05": {..},                            failures scored 0.5 (SBI protocol)
+                         "static_auc": {..},                            static clips (first frame x T)
+                         "ap": {..}, "eer": {..}, "acc": {..}, "clip_auc": {..},
+                         "failed": {"<method>": {"real": n, "fake": m}},
+                         "n_real": {..}, "n_fake": {..},                scored videos
                          "videos": {"total", "scored", "failed"}}
-                        -> ``dvc metrics diff`` rows ``auc.<method>``, ``eer.overall``, ...
-    out/scores.csv      one row per video: video_id, method, label, status, reason, score, n_clips
-    out/clips.csv       one row per scored clip
+                        -> ``dvc metrics diff`` rows ``auc.<method>``, ``static_auc.overall``, ...
+    out/scores.csv      one row per video: video_id, method, label, status, reason, score, static_score, n_clips
+    out/clips.csv       one row per scored clip (score, static_score)
     out/failures.csv    the videos that could not be scored and why (also printed)
     out/roc/<name>.csv  ROC curve (fpr, tpr, threshold) per method / dataset -> ``dvc plots`` lines
     out/auc.csv         name, auc -> ``dvc plots`` horizontal bars
@@ -29,32 +34,42 @@ import pandas as pd
 
 from stfmamba.evaluation.metrics import OVERALL, SubsetMetrics, per_method_metrics, roc_points
 
-METRIC_KEYS = ("auc", "ap", "eer", "acc", "clip_auc")
+METRIC_KEYS = ("auc", "auc_ci95", "auc_fail05", "static_auc", "ap", "eer", "acc", "clip_auc")
 
 
 # --------------------------------------------------------------------------- pure: tables -> dicts
 def summarize(videos: pd.DataFrame, clips: pd.DataFrame) -> dict[str, Any]:
-    """Metrics JSON of one dataset from the engine's tables (failed videos only counted).
+    """Metrics JSON of one dataset from the engine's tables.
+
+    ``auc`` and the other primary metrics use the scored videos only; the failed ones are counted
+    (``failed``) and enter ``auc_fail05`` at 0.5.
 
     Args:
-        videos: one row per video (``engine.VIDEO_COLUMNS``).
+        videos: one row per video (``engine.VIDEO_COLUMNS``; ``static_score`` optional).
         clips: one row per scored clip (``engine.CLIP_COLUMNS``; ``row`` indexes ``videos``).
 
     Returns:
         ``{"auc": {"overall": .., "<method>": ..}, ..., "videos": {"total", "scored", "failed"}}``.
     """
     videos = videos.reset_index(drop=True)
-    is_ok = (videos["status"] == "ok").to_numpy()
-    ok = videos[is_ok].reset_index(drop=True)
-    index = {int(row): i for i, row in enumerate(np.nonzero(is_ok)[0])}  # videos row -> ok row
-    clips = clips[clips["row"].isin(index)]
-    per = per_method_metrics(ok["label"].to_numpy(), ok["method"].to_numpy(), ok["score"].to_numpy(),
-                             clips["row"].map(index).to_numpy(dtype=int), clips["score"].to_numpy())
-    out: dict[str, Any] = {k: {name: getattr(m, k) for name, m in per.items()} for k in METRIC_KEYS}
+    failed = (videos["status"] != "ok").to_numpy()
+    clips = clips[clips["row"].isin(np.nonzero(~failed)[0])]
+    static = videos["static_score"].to_numpy(dtype=float) if "static_score" in videos else None
+    per = per_method_metrics(videos["label"].to_numpy(), videos["method"].to_numpy(),
+                             videos["score"].to_numpy(dtype=float), clips["row"].to_numpy(dtype=int),
+                             clips["score"].to_numpy(dtype=float), failed=failed, static_scores=static)
+    out: dict[str, Any] = {k: {name: _plain(getattr(m, k)) for name, m in per.items()} for k in METRIC_KEYS}
+    out["failed"] = {name: {"real": m.failed_real, "fake": m.failed_fake} for name, m in per.items()}
     out["n_real"] = {name: m.n_real for name, m in per.items()}
     out["n_fake"] = {name: m.n_fake for name, m in per.items()}
-    out["videos"] = {"total": int(len(videos)), "scored": int(len(ok)), "failed": int(len(videos) - len(ok))}
+    n_failed = int(failed.sum())
+    out["videos"] = {"total": int(len(videos)), "scored": int(len(videos) - n_failed), "failed": n_failed}
     return out
+
+
+def _plain(v: Any) -> Any:
+    """Tuples (the AUC interval) as JSON lists."""
+    return list(v) if isinstance(v, tuple) else v
 
 
 def roc_curves(videos: pd.DataFrame) -> dict[str, list[tuple[float, float, float]]]:
@@ -76,6 +91,8 @@ def _finite(v: Any) -> Any:
     """JSON-safe value: NaN / inf -> None (JSON null)."""
     if isinstance(v, dict):
         return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, np.generic):
@@ -179,11 +196,24 @@ def describe_failures(name: str, videos: pd.DataFrame, limit: int = 20) -> str:
 
 
 def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
-    """A Markdown table (one row per subset: AUC, AP, EER, acc@0.5, clip AUC, reals / fakes)."""
+    """A Markdown table, one row per subset: AUC [95 % CI], AUC with failures at 0.5, static-clip
+    AUC, AP, EER, acc@0.5, clip AUC, scored reals / fakes (failed)."""
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"
-    rows = [f"| {title} | AUC | AP | EER | acc@0.5 | clip AUC | reals / fakes |", "|---|---|---|---|---|---|---|"]
+
+    def cell(key: str, name: str) -> str:
+        v = metrics.get(key, {}).get(name)
+        if key == "auc":
+            ci = metrics.get("auc_ci95", {}).get(name)
+            return fmt(v) + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+        return fmt(v)
+
+    cols = ("auc", "auc_fail05", "static_auc", "ap", "eer", "acc", "clip_auc")
+    rows = [f"| {title} | AUC [95 % CI] | AUC (failed = 0.5) | static AUC | AP | EER | acc@0.5 | clip AUC "
+            "| reals / fakes (failed) |", "|---" * (len(cols) + 2) + "|"]
     for name in metrics["auc"]:
         n = f"{metrics['n_real'][name]} / {metrics['n_fake'][name]}" if "n_real" in metrics else ""
-        rows.append(f"| {name} | " + " | ".join(fmt(metrics[k][name]) for k in METRIC_KEYS) + f" | {n} |")
+        if "failed" in metrics:
+            n += f" ({metrics['failed'][name]['real']} / {metrics['failed'][name]['fake']})"
+        rows.append(f"| {name} | " + " | ".join(cell(k, name) for k in cols) + f" | {n} |")
     return "\n".join(rows)

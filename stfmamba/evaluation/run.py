@@ -1,9 +1,19 @@
 """Evaluation drivers: a checkpoint + preprocessed datasets -> metrics JSON, score tables, plots.
 
 Used by ``stages/evaluate.py`` (inside DVC) and ``python -m stfmamba.evaluation`` (outside).
+
+Both check the preprocessing of the evaluated data against the one the model was trained with
+(:func:`check_input_contract`, the ``input`` record of the model file): crop settings that change
+what the model sees (``preprocess.crop_size``, ``preprocess.margin``) must match — a mismatch is a
+:class:`~stfmamba.config.ConfigError` naming the key, both values and the fix; settings that only
+change how faces are found or how many clips there are (``detect_scale``, ``num_segments``,
+``frames_per_segment``) may differ, with a warning. The clip geometry (``num_frames``,
+``img_size``) is the model file's own config.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +21,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from stfmamba.config import EvalConfig, PreprocessConfig
+from stfmamba.config import ConfigError, EvalConfig, ModelConfig, PreprocessConfig
 from stfmamba.data.manifest import read_manifest
-from stfmamba.evaluation.engine import ClipSpec, score_videos
+from stfmamba.data.clips import ClipSpec
+from stfmamba.evaluation.engine import score_videos
 from stfmamba.evaluation.reports import describe_failures, write_csv, write_curves, write_dataset_report, write_json
 
 
@@ -34,6 +45,61 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
                                 "train_phase_b) or fetch it with `dvc pull`")
     model, cfg, meta = load_model_file(path, map_location=device)
     return model, cfg, meta
+
+
+CROP_KEYS = ("crop_size", "margin")   # change the pixels the model sees: must match the model file
+SAMPLING_KEYS = ("detect_scale", "num_segments", "frames_per_segment")   # may differ (warning)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) if isinstance(a, float) or isinstance(b, float) else a == b
+
+
+def check_input_contract(meta: dict[str, Any], pre: PreprocessConfig, model_cfg: ModelConfig, *,
+                         model_path: str | Path, params_path: str | Path) -> list[str]:
+    """Check the evaluation's preprocessing against the model file's input contract.
+
+    Args:
+        meta: the model file's meta (``meta["input"]``: see :func:`stfmamba.models.checkpoint.input_settings`;
+            ``None`` for an old model file, which only gets the geometry checks).
+        pre: the ``preprocess`` section the evaluated npz files are (or will be) made with.
+        model_cfg: the model file's ``ModelConfig`` (clip length and size).
+        model_path: for messages.
+        params_path: the params file ``pre`` comes from, for messages.
+
+    Returns:
+        The warnings issued (settings that differ without changing the crops).
+
+    Raises:
+        ConfigError: a crop setting differs from the model file's, or the crops / runs are too small
+            for the model's clips.
+    """
+    if model_cfg.img_size > pre.crop_size or model_cfg.num_frames > pre.frames_per_segment:
+        raise ConfigError(
+            f"{params_path}: preprocess.crop_size={pre.crop_size} / frames_per_segment={pre.frames_per_segment} "
+            f"are smaller than the clips of {model_path} (model.img_size={model_cfg.img_size}, "
+            f"model.num_frames={model_cfg.num_frames}); use the params file (profile) the model was trained with")
+    stored = (meta.get("input") or {}).get("preprocess")
+    if not stored:
+        return []
+    conflicts = [(k, getattr(pre, k), stored[k]) for k in CROP_KEYS
+                 if k in stored and not _same(getattr(pre, k), stored[k])]
+    if conflicts:
+        what = "; ".join(f"preprocess.{k}: {params_path} has {mine!r}, {model_path} was trained with {theirs!r}"
+                         for k, mine, theirs in conflicts)
+        fix = ", ".join(f"preprocess.{k}: {theirs!r}" for k, _, theirs in conflicts)
+        raise ConfigError(
+            f"{what}. The model would see faces cropped differently from its training crops. Set {fix} in "
+            f"{params_path} and preprocess the evaluated videos again (`dvc repro`, or pass --params with the "
+            "profile the model was trained with), or evaluate a model trained with these crop settings")
+    notes = []
+    for k in SAMPLING_KEYS:
+        if k in stored and not _same(getattr(pre, k), stored[k]):
+            notes.append(f"preprocess.{k}: {params_path} has {getattr(pre, k)!r}, {model_path} was trained with "
+                         f"{stored[k]!r} (allowed: it changes face detection or how many clips are scored, "
+                         "not the crops)")
+            warnings.warn(notes[-1], UserWarning, stacklevel=2)
+    return notes
 
 
 def default_device() -> torch.device:
@@ -75,9 +141,11 @@ def evaluate_dataset(model: torch.nn.Module, model_cfg, name: str, dataset_dir: 
 
 
 def cross_metrics(results: list[DatasetResult]) -> dict[str, Any]:
-    """Metrics JSON of ``eval_cross``: ``auc.<dataset>`` (overall) etc. on top, every detail below."""
+    """Metrics JSON of ``eval_cross``: ``auc.<dataset>``, ``auc_ci95.<dataset>``, ``static_auc.<dataset>``,
+    ``failed.<dataset>`` ... (overall of each dataset) on top, every per-method figure below."""
     out: dict[str, Any] = {k: {r.name: r.metrics[k]["overall"] for r in results}
-                           for k in ("auc", "ap", "eer", "acc", "clip_auc")}
+                           for k in ("auc", "auc_ci95", "auc_fail05", "static_auc", "failed", "ap", "eer", "acc",
+                                     "clip_auc")}
     out["videos"] = {r.name: r.metrics["videos"] for r in results}
     out["by_dataset"] = {r.name: {k: v for k, v in r.metrics.items() if k != "videos"} for r in results}
     return out
@@ -97,5 +165,5 @@ def save_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     write_json(Path(path), metrics)
 
 
-__all__ = ["DatasetResult", "load_checkpoint", "default_device", "evaluate_dataset", "cross_metrics",
-           "write_cross_summary", "save_metrics", "write_csv"]
+__all__ = ["DatasetResult", "load_checkpoint", "check_input_contract", "default_device", "evaluate_dataset",
+           "cross_metrics", "write_cross_summary", "save_metrics", "write_csv"]

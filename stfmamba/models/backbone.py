@@ -1,4 +1,4 @@
-"""Per-frame stems: the default strided-conv stem and an optional timm ConvNeXt V2 trunk.
+"""Per-frame stems: the default strided-conv stem and an optional timm CNN trunk.
 
 Both return ``(stem_feats, trunk_feats)``: ``stem_feats (B·T, H/2, W/2, stem_dim)`` feed the
 wavelet branch, ``trunk_feats (B·T, H/4, W/4, stage1_dim)`` feed stage 1.
@@ -36,16 +36,31 @@ class ConvStem(nn.Module):
 
 
 class TimmTrunk(nn.Module):
-    """A light conv for the wavelet branch plus a timm ConvNeXt V2 (first stage, stride 4) for stage 1."""
+    """A light conv for the wavelet branch plus the stride-4 features of a timm CNN for stage 1.
+
+    Any timm model that supports ``features_only`` works (ConvNeXt V2's first stage, ResNet's
+    ``layer1``, EfficientNet's stride-4 block, ...): the feature level whose reduction is 4 is
+    picked from ``feature_info``, so only the layers up to it are built and run.
+    """
 
     def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int) -> None:
         super().__init__()
         import timm
 
-        if not name.startswith("convnextv2"):
-            raise ValueError(f"model.spatial_backbone={name!r}: only the timm ConvNeXt V2 family "
-                             "(e.g. convnextv2_atto, convnextv2_nano) is supported")
-        kwargs = dict(features_only=True, out_indices=(0,))
+        if not timm.is_model(name):
+            near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+            raise ValueError(f"model.spatial_backbone={name!r} is not a timm model name (e.g. {near or 'resnet18'}); "
+                             "use 'none' for the built-in conv stem")
+        try:
+            info = timm.create_model(name, pretrained=False, features_only=True).feature_info
+        except Exception as err:  # timm raises several types for models without features_only
+            raise ValueError(f"model.spatial_backbone={name!r}: timm cannot build it with features_only "
+                             f"({type(err).__name__}: {err}); pick a CNN such as resnet18 or convnextv2_atto") from None
+        level = [i for i, r in enumerate(info.reduction()) if r == 4]
+        if not level:
+            raise ValueError(f"model.spatial_backbone={name!r} has no stride-4 feature level "
+                             f"(reductions {info.reduction()}); pick a CNN with one (resnet18, convnextv2_atto, ...)")
+        kwargs = dict(features_only=True, out_indices=(level[0],))
         if pretrained == "none":
             self.net = timm.create_model(name, pretrained=False, **kwargs)
         elif pretrained == "hub":

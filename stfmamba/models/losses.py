@@ -12,6 +12,10 @@ HLL term (per-sample energy ``e = hll_energy``, or ``hll_energy / all_band_energ
 * otherwise (V7.3): ``MSE(HLL_real, 0) = mean over reals of e`` (``hll_energy`` is already a mean square).
 
 A batch without one of the classes the term needs contributes exactly zero (no NaN).
+
+Per-frame models (:class:`~stfmamba.models.frame.FrameClassifier`, the frame-level baseline) return
+``frame_logits (B, T, 2)`` and no ``hll_energy``: the cross-entropy is then over frames (each
+frame labelled with its clip's label) and the HLL and sdim terms are left out (not added as zeros).
 """
 from __future__ import annotations
 
@@ -72,9 +76,18 @@ class STFV8Loss(nn.Module):
                     else RealHLLLoss(f.use_hll_normalization))
 
     def forward(self, outputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """outputs: model dict; labels: ``(B,)`` int64 -> ``(total, {"ce", "hll", "sdim_l1", "total"})``."""
+        """outputs: model dict; labels: ``(B,)`` int64 -> ``(total, {"ce", "hll", "sdim_l1", "total"})``
+        (``{"ce", "total"}`` for a per-frame model)."""
         labels = labels.long()
-        ce = F.cross_entropy(outputs["logits"].float(), labels, label_smoothing=self.label_smoothing)
+        if "frame_logits" in outputs:
+            frame_logits = outputs["frame_logits"].float()                       # (B, T, 2)
+            frame_labels = labels[:, None].expand(frame_logits.shape[:2])       # (B, T)
+            ce = F.cross_entropy(frame_logits.flatten(0, 1), frame_labels.flatten(),
+                                 label_smoothing=self.label_smoothing)
+        else:
+            ce = F.cross_entropy(outputs["logits"].float(), labels, label_smoothing=self.label_smoothing)
+        if "hll_energy" not in outputs:
+            return ce, {"ce": float(ce.detach()), "total": float(ce.detach())}
         hll = self.hll(outputs, labels)
         sdim = outputs.get("aux_losses", {}).get("sdim_l1")
         sdim = ce.new_zeros(()) if sdim is None else sdim.float()

@@ -114,8 +114,13 @@ def _init_weights(module: nn.Module) -> None:
 
 
 def build_model(cfg: STFV8Config, grad_checkpointing: Optional[bool] = None,
-                spatial_mixer: str = DEFAULT_SPATIAL_MIXER) -> STFMamba:
-    """Build :class:`STFMamba`; ``grad_checkpointing`` defaults to ``cfg.training.grad_checkpointing``."""
+                spatial_mixer: str = DEFAULT_SPATIAL_MIXER) -> nn.Module:
+    """Build the model ``cfg.model.arch`` names: :class:`STFMamba` for ``stfmamba``, any other value is
+    a timm model name for a :class:`~stfmamba.models.frame.FrameClassifier` (the frame-level baseline).
+    ``grad_checkpointing`` defaults to ``cfg.training.grad_checkpointing``."""
     if grad_checkpointing is None:
         grad_checkpointing = cfg.training.grad_checkpointing
+    if cfg.model.arch != "stfmamba":
+        from stfmamba.models.frame import FrameClassifier
+        return FrameClassifier(cfg.model, grad_checkpointing=grad_checkpointing)
     return STFMamba(cfg, spatial_mixer=spatial_mixer, grad_checkpointing=grad_checkpointing)

@@ -3,7 +3,10 @@
 Phases (registry :data:`PHASES`): ``a`` trains the V7.3 architecture with the V8 training fixes
 from scratch; ``b`` trains the V8.0 model, initialised from ``models/phase_a.pt`` with
 :func:`~stfmamba.models.checkpoint.load_flexible` (every key whose name and shape match; the rest
-is reported and logged).
+is reported and logged); ``frame`` trains the frame-level SBI baseline (a timm classifier on
+single frames and their SBI fakes, ``params.baseline``) into ``models/frame.pt``. Each phase's
+config (:class:`~stfmamba.config.STFV8Config`) carries the clip geometry and training knobs it
+uses (``cfg.model``, ``cfg.training``).
 
 One optimizer step: ``accum_steps`` micro-batches of ``batch_size`` real clips + their fakes
 (``2·batch_size`` clips), bf16 autocast where the hardware has it, :class:`STFV8Loss`, gradient
@@ -64,20 +67,28 @@ class PhaseSpec:
     epochs: Callable[[TrainingConfig], int]
     lr: Callable[[TrainingConfig], float]
     init_from: str | None   # phase whose model file initialises this one
+    stem: str = ""          # output name (models/<stem>.pt, ...); default phase_<name>
+
+    @property
+    def out_name(self) -> str:
+        return self.stem or f"phase_{self.name}"
 
 
 PHASES: dict[str, PhaseSpec] = {
     "a": PhaseSpec("a", STFV8Config.phase_a, lambda t: t.epochs_phase_a, lambda t: t.lr, None),
     "b": PhaseSpec("b", STFV8Config.phase_b, lambda t: t.epochs_phase_b, lambda t: t.lr_phase_b, "a"),
+    # the frame-level baseline: frame_baseline() puts baseline.epochs / baseline.lr in epochs_phase_a / lr
+    "frame": PhaseSpec("frame", STFV8Config.frame_baseline, lambda t: t.epochs_phase_a, lambda t: t.lr, None,
+                       stem="frame"),
 }
 
 
 @dataclass(frozen=True)
 class TrainPaths:
     """Where a phase reads and writes (all relative to the project root unless absolute)."""
-    model_out: Path        # models/phase_x.pt (best SBI-val AUC)
-    metrics_out: Path      # metrics/train_phase_x.json
-    live_dir: Path         # dvclive/phase_x
+    model_out: Path        # models/phase_x.pt (best SBI-val AUC); models/frame.pt for the baseline
+    metrics_out: Path      # metrics/train_phase_x.json (train_frame.json)
+    live_dir: Path         # dvclive/phase_x (dvclive/frame)
     ckpt_dir: Path         # <training.checkpoint_dir>/phase_x (DVC persist output)
     durable_dir: Path | None  # <training.durable_copy>/phase_x or None
     init_model: Path | None   # models/phase_a.pt for phase b
@@ -86,11 +97,11 @@ class TrainPaths:
     def for_phase(cls, params: Params, phase: str, models_dir: str | Path = "models",
                   metrics_dir: str | Path = "metrics", live_root: str | Path = "dvclive") -> "TrainPaths":
         spec = PHASES[phase]
-        tr = params.training
-        durable = None if tr.durable_copy in ("", "none") else Path(tr.durable_copy) / f"phase_{phase}"
-        init = Path(models_dir) / f"phase_{spec.init_from}.pt" if spec.init_from else None
-        return cls(Path(models_dir) / f"phase_{phase}.pt", Path(metrics_dir) / f"train_phase_{phase}.json",
-                   Path(live_root) / f"phase_{phase}", Path(tr.checkpoint_dir) / f"phase_{phase}", durable, init)
+        tr, name = params.training, spec.out_name
+        durable = None if tr.durable_copy in ("", "none") else Path(tr.durable_copy) / name
+        init = Path(models_dir) / f"{PHASES[spec.init_from].out_name}.pt" if spec.init_from else None
+        return cls(Path(models_dir) / f"{name}.pt", Path(metrics_dir) / f"train_{name}.json",
+                   Path(live_root) / name, Path(tr.checkpoint_dir) / name, durable, init)
 
 
 class SkipSampler(Sampler):
@@ -186,12 +197,13 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
 
     if phase not in PHASES:
         raise KeyError(f"unknown phase '{phase}' (known: {sorted(PHASES)})")
-    spec, tr = PHASES[phase], params.training
+    spec = PHASES[phase]
+    cfg = spec.make_config(params)
+    tr = cfg.training   # the phase's knobs: params.training, with the baseline's batch / epochs / lr for frame
     t0 = time.monotonic()
     info = D.setup()
     device = info.device
     seed_everything(tr.seed)
-    cfg = spec.make_config(params)
     amp = resolve_amp(tr.amp, device)
 
     model = build_model(cfg).to(device)
@@ -203,8 +215,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     if info.distributed:   # same init everywhere (DDP also broadcasts rank 0's), then per-rank dropout streams
         seed_everything(tr.seed + info.rank)
 
-    train_ds = VideoSBIDataset.from_params(params, "train", True, cfg.features)
-    val_ds = VideoSBIDataset.from_params(params, "val", False, cfg.features) if info.is_main else None
+    train_ds = VideoSBIDataset.from_params(params, "train", True, cfg.features, cfg.model, tr)
+    val_ds = VideoSBIDataset.from_params(params, "val", False, cfg.features, cfg.model, tr) if info.is_main else None
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=tr.seed, drop_last=False)
     batches_per_epoch = math.ceil(len(sampler) / tr.batch_size)
@@ -293,11 +305,11 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         if st["best_epoch"] < 0 or (math.isfinite(auc) and auc > st["best_auc"]):
             st["best_auc"], st["best_epoch"] = (auc if math.isfinite(auc) else -1.0), st["epoch"]
             save_model_file(paths.model_out, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
-                            val_auc=auc, describe=cfg.describe())
+                            val_auc=auc, describe=cfg.describe(), preprocess=params.preprocess)
             # a copy next to the resume checkpoint: a rerun of a finished phase (DVC removed the out)
             # restores models/phase_x.pt from here instead of retraining
             save_model_file(paths.ckpt_dir / BEST_NAME, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
-                            val_auc=auc, describe=cfg.describe())
+                            val_auc=auc, describe=cfg.describe(), preprocess=params.preprocess)
         return res
 
     budget_stopped = False

@@ -1,15 +1,16 @@
 """`python -m stfmamba.evaluation` on a generated Celeb-DF v2 tree of real face videos (real dlib,
-real preprocessing, a real model file): preprocesses, scores, reports, and lists the failures."""
+real preprocessing, a real model file): preprocesses with the model file's recorded settings (no
+params file at all), scores, reports, and lists the failures."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from stfmamba.config import STFV8Config
+from stfmamba.config import PreprocessConfig, STFV8Config
 from stfmamba.data.video import read_runs, write_video
 from stfmamba.models import build_model
 from stfmamba.models.checkpoint import save_model_file
@@ -31,23 +32,25 @@ def test_cli_on_celebdf_layout(tmp_path):
         "1 Celeb-real/id0_0000.mp4\n1 YouTube-real/00000.mp4\n0 Celeb-synthesis/id0_id1_0000.mp4\n"
         "0 Celeb-synthesis/id9_id1_0009.mp4\n")  # listed but missing: must be reported, not scored
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["preprocess"].update(num_segments=1, frames_per_segment=4, crop_size=32, workers=0)
-    cfg = STFV8Config.debug()
-    params["model"].update(img_size=cfg.model.img_size, num_frames=cfg.model.num_frames)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    save_model_file(tmp_path / "model.pt", build_model(cfg), cfg)
+    cfg = STFV8Config.debug()    # 4-frame clips of 32 px, trained (say) on 40 px crops of 1 run of 4 frames
+    pre = PreprocessConfig(num_segments=1, frames_per_segment=4, crop_size=40, margin=0.3)
+    save_model_file(tmp_path / "model.pt", build_model(cfg), cfg, preprocess=pre)
 
-    out = tmp_path / "results"
+    out = tmp_path / "results"   # no params.yaml in tmp_path: built-in defaults (224 px crops, 4 x 32 frames)
     p = subprocess.run([sys.executable, "-m", "stfmamba.evaluation", "--checkpoint", str(tmp_path / "model.pt"),
-                        "--dataset-root", str(root), "--adapter", "celebdf", "--out", str(out),
-                        "--params", str(tmp_path / "params.yaml"), "--no-progress"],
+                        "--dataset-root", str(root), "--adapter", "celebdf", "--out", str(out), "--workers", "0",
+                        "--no-progress"],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
+    assert "preprocess settings from" in p.stdout and "crop_size=40" in p.stdout
+    data = out / "preprocessed" / "celebdf"
+    row = pd.read_csv(data / "manifest.csv").set_index("video_id").loc["id0_0000"]
+    assert np.load(data / row["npz"])["frames"].shape == (4, 40, 40, 3)   # the model file's crops, not the defaults
     m = json.loads((out / "metrics.json").read_text())
     fails = pd.read_csv(out / "failures.csv")
     assert m["videos"] == {"total": 4, "scored": 3, "failed": 1}, fails.to_dict("records")
     assert set(m["auc"]) == {"overall", "Celeb-synthesis"} and 0.0 <= m["auc"]["overall"] <= 1.0
+    assert m["failed"]["overall"] == {"real": 0, "fake": 1} and m["static_auc"]["overall"] is not None
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False).set_index("video_id")
     assert scores.loc["id0_0000", "label"] == 0 and scores.loc["id0_id1_0000", "label"] == 1  # flag 1 = real
     assert list(fails["video_id"]) == ["id9_id1_0009"]

@@ -77,16 +77,34 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert m["auc"]["A"] == pytest.approx(1.0)
     # B fakes: level 65 beats the level-60 real only, level 200 beats all three -> 4 of 6 pairs
     assert m["auc"]["B"] == pytest.approx(4 / 6)
+    # failures per subset: the short real is in every subset; A lost f_pre + f_missing, B f_corrupt
+    assert m["failed"] == {"overall": {"real": 1, "fake": 3}, "A": {"real": 1, "fake": 2},
+                           "B": {"real": 1, "fake": 1}}
+    # SBI protocol, failed videos at 0.5 (reals score < 0.5 < fakes A here):
+    # A: reals p60, p70, p80, 0.5 vs fakes p150, p160, 0.5, 0.5 -> 8 + 2 * 3 + 2 * 0.5 (ties) = 15 of 16
+    assert m["auc_fail05"]["A"] == pytest.approx(15 / 16)
+    # B: fakes p65 (beats p60), p200 (beats 4), 0.5 (beats 3, ties 1) -> 8.5 of 12
+    assert m["auc_fail05"]["B"] == pytest.approx(8.5 / 12)
+    lo, hi = m["auc_ci95"]["B"]
+    assert 0.0 <= lo <= m["auc"]["B"] <= hi <= 1.0 and hi > lo
+    assert m["auc_ci95"]["A"] == [1.0, 1.0]    # perfectly separated: every resample gives 1
+    # static clips of these constant-brightness videos look like the clips themselves
+    assert ok["static_score"].notna().all() and np.allclose(ok["static_score"], ok["score"], atol=0.02)
+    assert m["static_auc"]["B"] == pytest.approx(4 / 6)
     out = tmp_path / "report"
     metrics = write_dataset_report(out, videos, clips, "test")
     write_json(tmp_path / "m.json", metrics)
     back = json.loads((tmp_path / "m.json").read_text())
     assert set(back["auc"]) == {"overall", "A", "B"} and back["n_fake"]["A"] == 2
+    assert back["auc_ci95"]["A"] == [1.0, 1.0] and back["failed"]["A"] == {"real": 1, "fake": 2}
+    assert "static_score" in pd.read_csv(out / "scores.csv").columns
+    assert "static_score" in pd.read_csv(out / "clips.csv").columns
     assert (out / "roc.png").stat().st_size > 1000
     assert sorted(p.name for p in (out / "roc").iterdir()) == ["A.csv", "B.csv", "overall.csv"]
     assert len(pd.read_csv(out / "failures.csv")) == 4
     assert "4 of 11 videos could not be scored" in describe_failures("t", videos)
-    assert "| A | 1.000 | 1.000 | 0.000 | " in markdown_table(m)
+    assert "| A | 1.000 [1.000, 1.000] | 0.938 | 1.000 | 1.000 | 0.000 | " in markdown_table(m)
+    assert "| 3 / 2 (1 / 2) |" in markdown_table(m)
 
 
 def test_clip_cap_is_evenly_spaced():

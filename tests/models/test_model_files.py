@@ -1,10 +1,12 @@
 """Model files, the flexible Phase A -> Phase B loader, the losses and the timm trunk's weights."""
 import dataclasses
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
-from stfmamba.config import STFV8Config, load_params
+from stfmamba.config import PreprocessConfig, STFV8Config, load_params
 from stfmamba.models import build_model
 from stfmamba.models.checkpoint import load_flexible, load_model_file, save_model_file
 from stfmamba.models.losses import ContrastiveHLLLoss, RealHLLLoss, STFV8Loss
@@ -20,15 +22,48 @@ def small(cfg):
 def test_save_and_load_model_file_roundtrip(tmp_path):
     cfg = STFV8Config.debug()
     model = build_model(cfg).eval()
-    path = save_model_file(tmp_path / "m" / "phase_a.pt", model, cfg, epoch=3, val_auc=0.75)
+    pre = PreprocessConfig(num_segments=3, frames_per_segment=6, crop_size=48, margin=0.3, detect_scale=0.4)
+    path = save_model_file(tmp_path / "m" / "phase_a.pt", model, cfg, preprocess=pre, epoch=np.int64(3),
+                           val_auc=np.float32(0.75), source=tmp_path / "x")
     assert [p.name for p in path.parent.iterdir()] == ["phase_a.pt"]          # no tmp file left behind
-    blob = torch.load(path, weights_only=False)
-    assert set(blob) == {"model", "config", "meta"} and blob["config"]["model"]["img_size"] == 32
+    blob = torch.load(path, weights_only=True)                                # plain: no pickled classes
+    assert set(blob) == {"model", "config", "input", "meta"} and blob["config"]["model"]["img_size"] == 32
+    stored = {"preprocess": {"crop_size": 48, "margin": 0.3, "detect_scale": 0.4, "num_segments": 3,
+                             "frames_per_segment": 6}, "model": {"img_size": 32, "num_frames": 4}}
+    assert blob["input"] == stored
     loaded, cfg2, meta = load_model_file(path)
-    assert cfg2 == cfg and meta == {"epoch": 3, "val_auc": 0.75}
+    assert cfg2 == cfg and meta == {"epoch": 3, "val_auc": 0.75, "source": str(tmp_path / "x"), "input": stored}
+    assert type(meta["epoch"]) is int and type(meta["val_auc"]) is float
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)["logits"], model(x)["logits"])
+
+
+def test_old_model_file_without_settings_loads_with_a_warning(tmp_path):
+    cfg = STFV8Config.debug()
+    model = build_model(cfg)
+    path = tmp_path / "old.pt"     # the layout written before the input settings were stored
+    torch.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "meta": {"epoch": 1}}, path)
+    with pytest.warns(UserWarning, match="does not record the preprocessing"):
+        _, cfg2, meta = load_model_file(path)
+    assert cfg2 == cfg and meta == {"epoch": 1, "input": None}
+
+
+def test_model_files_hold_only_plain_values(tmp_path):
+    cfg = STFV8Config.debug()
+    model = build_model(cfg)
+    with pytest.raises(TypeError, match=r"meta\.extra: ndarray is not a plain value"):
+        save_model_file(tmp_path / "m.pt", model, cfg, extra=np.zeros(3))
+    assert not (tmp_path / "m.pt").exists()
+    with pytest.raises(TypeError, match="reserved"):
+        save_model_file(tmp_path / "m.pt", model, cfg, input={})
+    # a pickled object (here a class instance) is refused by weights_only loading, with the file named
+    torch.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "meta": {"cfg": cfg}},
+               tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="pickled.pt: not a plain model file"):
+        load_model_file(tmp_path / "pickled.pt")
+    with pytest.raises(pickle.UnpicklingError):   # what torch itself says, for the record
+        torch.load(tmp_path / "pickled.pt", weights_only=True)
 
 
 def test_load_model_file_errors_name_the_file(tmp_path):

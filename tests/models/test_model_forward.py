@@ -118,3 +118,19 @@ def test_dcconv3d_zero_offsets_is_a_temporal_conv_and_offsets_shift_the_source()
     shifted = torch.nn.functional.pad(pad[:, 2:, :, 1:], (0, 0, 0, 1))  # column w+1, zero past the edge
     want = pad[:, :-2] * wt[0] + pad[:, 1:-1] * wt[1] + shifted * wt[2]
     torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_frame_classifier_forward_backward(arch):
+    """``model.arch`` other than stfmamba builds the per-frame timm classifier (the frame baseline)."""
+    base = STFV8Config.frame_baseline(load_params())
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, arch=arch, img_size=32, num_frames=3))
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    assert type(model).__name__ == "FrameClassifier"
+    out = model(torch.randn(2, 3, 3, 32, 32))
+    assert out["frame_logits"].shape == (2, 3, 2) and out["logits"].shape == (2, 2)
+    total, parts = STFV8Loss(cfg)(out, torch.tensor([0, 1]))
+    total.backward()
+    assert set(parts) == {"ce", "total"} and torch.isfinite(total)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -1,8 +1,10 @@
 """End to end: `dvc repro` of the real pipeline on a tiny profile in a temporary git clone.
 
-Copies the tracked files of this repository into a fresh git repo, shrinks params and splits (1-2
-demo videos of 16 frames per split, 4-frame clips of 32 px, a tiny model, 1 epoch), and checks that
-  * every stage runs and the metrics files carry AUC per manipulation / per dataset,
+Copies the files of this repository's working tree (tracked, and untracked but not ignored) into a
+fresh git repo, shrinks params and splits (1-2 demo videos of 16 frames per split, 4-frame clips of
+32 px, a tiny model, 1 epoch; the frame baseline a ResNet-18 on 32 px frames), and checks that
+  * every stage runs and the metrics files carry AUC per manipulation / per dataset, for the video
+    model and the frame-level baseline alike,
   * a second `dvc repro` runs nothing and `dvc status` is clean,
   * `dvc exp run -S features.use_wss=true` reruns Phase B and its evaluations only,
   * `dvc metrics show` and `dvc plots show` work on the outputs.
@@ -28,6 +30,8 @@ TINY = {
     "training": {"batch_size": 2, "epochs_phase_a": 1, "epochs_phase_b": 1, "warmup_epochs": 0, "num_workers": 0,
                  "clips_per_video": 1},
     "eval": {"batch_size": 8, "num_workers": 0},
+    "baseline": {"arch": "resnet18", "pretrained": "none", "img_size": 0, "epochs": 1, "batch_size": 2,
+                 "clips_per_video": 1, "eval_frames": 2},
 }
 
 
@@ -44,7 +48,9 @@ def _deep_update(d, u):
 
 
 def _copy_tracked(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    """The working tree as the lead would commit it: tracked files plus untracked, not ignored ones."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if f.startswith("tests/") or not (ROOT / f).is_file():
             continue
@@ -86,7 +92,7 @@ def project(tmp_path_factory):
 def test_repro_writes_metrics_then_is_a_noop(project):
     proj, out = project
     assert _stages_run(out) == {"demo", "preprocess", "verify", "train_phase_a", "eval_phase_a", "train_phase_b",
-                                "eval_phase_b", "eval_cross"}
+                                "eval_phase_b", "eval_cross", "train_frame", "eval_frame", "eval_frame_cross"}
     methods = {"DemoSwapFlicker", "DemoSwapAE", "DemoReenact", "DemoMouthTex"}
     for phase in ("a", "b"):
         m = json.loads((proj / f"metrics/eval_phase_{phase}.json").read_text())
@@ -96,6 +102,13 @@ def test_repro_writes_metrics_then_is_a_noop(project):
         assert (proj / f"plots/eval_phase_{phase}/roc.png").is_file()
     cross = json.loads((proj / "metrics/eval_cross.json").read_text())
     assert "demo_cross" in cross["auc"]
+    frame = json.loads((proj / "metrics/eval_frame.json").read_text())   # the baseline, side by side
+    assert "overall" in frame["auc"] and frame["videos"]["scored"] > 0
+    assert all(v is None or 0.0 <= v <= 1.0 for v in frame["auc"].values())
+    clips = (proj / "plots/eval_frame/clips.csv").read_text().splitlines()
+    assert len(clips) - 1 == 2 * frame["videos"]["scored"]              # baseline.eval_frames frames per video
+    assert "demo_cross" in json.loads((proj / "metrics/eval_frame_cross.json").read_text())["auc"]
+    assert json.loads((proj / "metrics/train_frame.json").read_text())["phase"] == "frame"
 
     again = run(["dvc", "repro"], proj)
     assert _stages_run(again.stdout) == set()
@@ -103,10 +116,12 @@ def test_repro_writes_metrics_then_is_a_noop(project):
 
     shown = run(["dvc", "metrics", "show"], proj).stdout
     assert "auc.DemoSwapFlicker" in shown and "auc.overall" in shown
+    assert "metrics/eval_frame.json" in shown and "metrics/eval_phase_b.json" in shown
     plots = run(["dvc", "plots", "show", "-o", str(proj.parent / "plots_html")], proj)
     assert "failed to load" not in plots.stdout + plots.stderr
     html = (proj.parent / "plots_html" / "index.html").read_text()
     assert "eval_phase_a/roc/DemoSwapFlicker.csv" in html and "AUC per dataset, cross" in html
+    assert "eval_frame/roc/DemoSwapFlicker.csv" in html
 
 
 @pytest.mark.slow

