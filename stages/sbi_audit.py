@@ -28,7 +28,7 @@ from stfmamba.config import load_params  # noqa: E402
 from stfmamba.data.dataset import VideoSBIDataset  # noqa: E402
 from stfmamba.data.sbi import pair_statistics  # noqa: E402
 
-LABELS = {"dup": "duplicated adjacent pixels", "block": "8x8 blockiness", "lap": "Laplacian variance",
+LABELS = {"dup": "duplicated pixels in texture", "block": "8x8 blockiness", "lap": "Laplacian variance",
           "bright": "mean luma", "noise": "median-filter residual"}
 
 
@@ -37,9 +37,10 @@ def summary(stats: pd.DataFrame) -> dict:
     out = {}
     for k in LABELS:
         f, r = stats[f"fake_{k}"], stats[f"real_{k}"]
-        out[k] = {"median_ratio": float(np.median(f / r.replace(0, np.nan)).round(4)) if (r > 0).any() else None,
+        ratio = (f / r)[r > 0]
+        out[k] = {"median_ratio": round(float(np.median(ratio)), 4) if len(ratio) >= len(r) / 2 else None,
                   "fake_above": float((f > r).mean()), "real_median": float(r.median()), "fake_median": float(f.median())}
-    out["dup"]["traced_pairs"] = float(((stats.fake_dup - stats.real_dup) >= 0.02).mean())
+    out["dup"]["traced_pairs"] = float(((stats.fake_dup - stats.real_dup) >= 0.01).mean())   # as the audit test
     return out
 
 

@@ -3,8 +3,9 @@
     python stages/sbi_samples.py [--clips 3] [--frames 6] [--dataset-dir data/preprocessed/demo] [--out plots/sbi_samples.png]
 
 Uses the train reals of ``params.data.train`` and the Phase A training flags (drift kind, TPS,
-compression); one seed per clip, as in training. Look at it: the fake should differ from the
-real only inside a soft face-shaped region, the boundary should move slightly over time (drift),
+compression); one seed per clip, as in training. The real row is SBI's target (with p = 1/2 it
+carries the colour / sharpness transform). Look at it: the fake should differ from the real only
+inside a soft face-shaped region, the boundary should move slightly over time (drift),
 and real and fake should carry the same common augmentation.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ def sample_rows(frames: np.ndarray, lms: np.ndarray, seed: int, features, qp: tu
     """Real, fake, mask and difference clips of one real clip (pure; ``frames: (T, H, W, 3)``)."""
     rng = np.random.default_rng(seed)
     res = self_blend_clip(frames, lms, rng, sbi_config(features))
-    real, fake, _ = augment_pair(frames, res.fake, rng, PairAugConfig(compression=features.use_compression_aug,
+    real, fake, _ = augment_pair(res.real, res.fake, rng, PairAugConfig(compression=features.use_compression_aug,
                                                                      qp_min=qp[0], qp_max=qp[1]))
     diff = np.abs(fake.astype(np.int16) - real.astype(np.int16)).sum(-1).astype(np.float32)
     return [real, fake, res.mask, diff / max(1.0, diff.max())]

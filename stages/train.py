@@ -5,7 +5,7 @@
     python stages/train.py --phase frame      # the frame-level SBI baseline (params: baseline)
 
 Reads params.yaml (model, features, training, budget, data.train; baseline for --phase frame); writes
-models/phase_<x>.pt (best SBI-val AUC), metrics/train_phase_<x>.json, dvclive/phase_<x>/ and resume
+models/phase_<x>.pt (the best SBI-val AUC, or the last epoch with training.select: last), metrics/train_phase_<x>.json, dvclive/phase_<x>/ and resume
 checkpoints in <training.checkpoint_dir>/phase_<x>/ (a DVC persist output: rerunning the stage
 resumes) — models/frame.pt, metrics/train_frame.json, dvclive/frame/, <checkpoint_dir>/frame/ for
 the baseline.
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         m = train(params, args.phase, paths)
     finally:
         teardown()
-    logging.getLogger("train").info("phase %s done: best SBI-val AUC %.4f (epoch %s), %d steps, %.0f s%s",
-                                    args.phase, m["best_val_auc"], m["best_epoch"], m["steps"], m["wall_time_s"],
+    logging.getLogger("train").info("phase %s done: kept epoch %s (select=%s, its SBI-val AUC %.4f), %d steps, %.0f s%s",
+                                    args.phase, m["best_epoch"], m["select"], m["best_val_auc"], m["steps"], m["wall_time_s"],
                                     " (stopped by budget)" if m["budget_stopped"] else "")
 
 

@@ -198,6 +198,7 @@ class TrainingConfig:
     max_bad_steps: int = field(default=5, metadata=_rng(1, 100000))
     checkpoint_dir: str = "checkpoints"
     durable_copy: str = "none"
+    select: str = field(default="best", metadata={"choices": ("best", "last")})  # model kept: best SBI-val AUC, or the last epoch (fixed schedule)
     checkpoint_every: int = field(default=50, metadata=_rng(1, None))  # optimizer steps between resume checkpoints (and each epoch end)
 
     def __post_init__(self) -> None:

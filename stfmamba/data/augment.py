@@ -5,9 +5,9 @@
   :data:`H264_BACKENDS`): ``pyav`` encodes and decodes in process with libx264 through PyAV codec
   contexts (no container, no temp file); ``ffmpeg`` is the fallback — raw frames to a temp file,
   one ffmpeg process (the imageio-ffmpeg binary) to encode, another to decode, read back.
-* :func:`build_pair_transform` — horizontal flip, mild scale / position jitter (a random resized
-  crop of the face crop, so the crop margin of one dataset is not learned), colour jitter and JPEG
-  with albumentations.
+* :func:`build_pair_transform` — horizontal flip, colour jitter and JPEG with albumentations.
+* :func:`scale_jitter` — a mild random zoom and shift of the face crop (a random resized crop, so
+  the crop margin of one dataset or detector is not learned).
 * :func:`augment_pair` — applies one set of parameters (one seed per clip pair) to the real and
   fake clip alike: the albumentations pass sees all ``2T`` frames at once (``images=``), and the
   H.264 pass encodes both clips at the same QP.
@@ -131,22 +131,38 @@ class PairAugConfig:
     qp_max: int = 40
     compression_prob: float = 0.5  # fraction of pairs that get the H.264 pass when enabled
     backend: str = "auto"
+    jitter_prob: float = 0.5       # fraction of pairs that get the scale / position jitter
+    zoom: tuple[float, float] = (0.9, 1.12)   # zoom range of the jitter (>1 = closer crop)
+    shift: float = 0.04            # max shift of the jitter, fraction of the side
 
 
 def build_pair_transform() -> A.Compose:
-    """Flip, scale jitter, colour jitter and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``.
-
-    The scale jitter (zoom 0.9–1.12, shift ±4 % of the side, linear, mirrored borders) changes how
-    much of the head the crop shows, as crops of different datasets and detectors do.
-    """
+    """Flip, colour jitter and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``."""
     return A.Compose([
         A.HorizontalFlip(p=0.5),
-        A.Affine(scale=(0.9, 1.12), translate_percent=(-0.04, 0.04), interpolation=cv2.INTER_LINEAR,
-                 border_mode=cv2.BORDER_REFLECT_101, p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
         A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=10, p=0.3),
         A.ImageCompression(quality_range=(60, 100), p=0.5),
     ])
+
+
+def scale_jitter(frames: np.ndarray, zoom: float, dx: float, dy: float) -> np.ndarray:
+    """Zoom about the centre and shift every frame alike (linear, mirrored borders).
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8.
+        zoom: scale factor (> 1 shows less of the head).
+        dx: shift in fractions of the width.
+        dy: shift in fractions of the height.
+
+    Returns:
+        ``(N, H, W, 3)`` uint8.
+    """
+    n, h, w, _ = frames.shape
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    m = np.array([[zoom, 0.0, cx - zoom * cx + dx * w], [0.0, zoom, cy - zoom * cy + dy * h]], np.float32)
+    return np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+                     for f in frames])
 
 
 def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, cfg: PairAugConfig = PairAugConfig(),
@@ -161,14 +177,19 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
         transform: a prebuilt :func:`build_pair_transform`.
 
     Returns:
-        ``(real, fake, info)`` with ``info = {"qp": int or None}``.
+        ``(real, fake, info)`` with ``info = {"qp": int or None, "zoom": float or None}``.
     """
     t = real.shape[0]
     tf = transform or build_pair_transform()
     tf.set_random_seed(int(rng.integers(2**31 - 1)))
-    both = tf(images=np.concatenate([real, fake]))["images"]
+    both = np.concatenate([real, fake])
+    zoom = None
+    if rng.random() < cfg.jitter_prob:
+        zoom = float(rng.uniform(*cfg.zoom))
+        both = scale_jitter(both, zoom, *rng.uniform(-cfg.shift, cfg.shift, 2))
+    both = tf(images=both)["images"]
     qp = None
     if cfg.compression and rng.random() < cfg.compression_prob:
         qp = int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
         both = np.concatenate([h264_roundtrip(both[:t], qp, cfg.backend), h264_roundtrip(both[t:], qp, cfg.backend)])
-    return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), {"qp": qp}
+    return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), {"qp": qp, "zoom": zoom}

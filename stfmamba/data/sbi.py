@@ -393,8 +393,9 @@ def self_blend_clip(frames: np.ndarray, landmarks: np.ndarray, rng: np.random.Ge
     source, target = (coloured, frames) if on_source else (frames, coloured)
     motion = face_motion(lms) if (field is not None or tps is not None) else None
 
-    warped = np.empty_like(frames)
+    warped = target.copy()                                   # outside the mask the source is never used
     masks = np.empty((t, h, w), np.float32)
+    reach = (k1 + k2) // 2 + 2                               # how far the blur moves the hull edge outward
     for i in range(t):
         m = hull_mask(lms[i] + drift[i], (h, w), variant)
         if tps is not None:                                  # V8: boundary deformation of the mask only
@@ -402,14 +403,20 @@ def self_blend_clip(frames: np.ndarray, landmarks: np.ndarray, rng: np.random.Ge
             m = cv2.remap(m, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         e = follow_face(field, motion[i]) if field is not None else None
         mx, my = warp_maps((h, w), affine, e)                # source and mask: same affine + elastic
-        warped[i] = cv2.remap(source[i], mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
         m = cv2.remap(m, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         masks[i] = blur_mask(m, k1, k2, dilate, sigma2)
+        ys, xs = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+        if len(ys):                                          # resample the source only around the face
+            roi = (slice(max(ys[0] - reach, 0), ys[-1] + reach + 1), slice(max(xs[0] - reach, 0), xs[-1] + reach + 1))
+            warped[i][roi] = cv2.remap(source[i], mx[roi], my[roi], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
     fake = blend(target, warped, masks, ratio)
     return SBIResult(fake=fake, mask=masks * ratio, drift=drift, real=np.ascontiguousarray(target))
 
 
 # --------------------------------------------------------------------------- shortcut audit
+TEXTURE_STEP = 12.0   # luma levels: a pixel pair counts as "in texture" above this 4-pixel step
+
+
 def _gray(frames: np.ndarray) -> np.ndarray:
     """``(T, H, W, 3)`` uint8 RGB -> ``(T, H, W)`` float32 luma (BT.601)."""
     return frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -428,8 +435,9 @@ def pair_statistics(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> dic
 
     Returns:
         Per clip, ``{real,fake}_{dup,block,lap,bright,noise}`` over the face region: ``dup`` the
-        fraction of horizontally or vertically adjacent pixel pairs with identical RGB (nearest-
-        neighbour up-sampling duplicates pixels); ``block`` 8×8 blockiness, the mean absolute luma
+        fraction of horizontally or vertically adjacent pixel pairs with identical RGB among the
+        pairs in texture (luma step > ``TEXTURE_STEP`` across the four pixels around the pair):
+        nearest-neighbour up-sampling duplicates pixels there, smooth interpolation does not; ``block`` 8×8 blockiness, the mean absolute luma
         step across pixel boundaries at multiples of 8 over the mean step elsewhere (1 = none);
         ``lap`` the variance of the luma Laplacian (sharpness); ``bright`` the mean luma; ``noise``
         the mean absolute residual of a 3×3 median filter (luma).
@@ -441,15 +449,21 @@ def pair_statistics(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> dic
     out = {}
     for name, clip in (("real", real), ("fake", fake)):
         c = clip.astype(np.int16)
-        same_x = (c[:, :, 1:] == c[:, :, :-1]).all(-1)
-        same_y = (c[:, 1:] == c[:, :-1]).all(-1)
         g = _gray(clip)
+        # pairs (k, k+1) in texture: luma changes by > TEXTURE_STEP from pixel k-1 to k+2
+        tex_x = np.zeros_like(pair_x)
+        tex_x[:, :, 1:-1] = np.abs(g[:, :, 3:] - g[:, :, :-3]) > TEXTURE_STEP
+        tex_y = np.zeros_like(pair_y)
+        tex_y[:, 1:-1] = np.abs(g[:, 3:] - g[:, :-3]) > TEXTURE_STEP
+        same_x = (c[:, :, 1:] == c[:, :, :-1]).all(-1) & pair_x & tex_x
+        same_y = (c[:, 1:] == c[:, :-1]).all(-1) & pair_y & tex_y
         dx, dy = np.abs(np.diff(g, axis=2)), np.abs(np.diff(g, axis=1))
         steps_on = np.concatenate([dx[pair_x & on_x], dy[pair_y & on_y]])
         steps_off = np.concatenate([dx[pair_x & ~on_x], dy[pair_y & ~on_y]])
         lap = np.stack([cv2.Laplacian(f, cv2.CV_32F, ksize=1) for f in g])
         med = _gray(np.stack([cv2.medianBlur(f, 3) for f in clip]))
-        out[f"{name}_dup"] = float((same_x[pair_x].sum() + same_y[pair_y].sum()) / (pair_x.sum() + pair_y.sum()))
+        n_tex = (pair_x & tex_x).sum() + (pair_y & tex_y).sum()
+        out[f"{name}_dup"] = float((same_x.sum() + same_y.sum()) / max(n_tex, 1))
         out[f"{name}_block"] = float(steps_on.mean() / (steps_off.mean() + 1e-6))
         out[f"{name}_lap"] = float(lap[core].var())
         out[f"{name}_bright"] = float(g[core].mean())

@@ -302,7 +302,11 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     def validate_and_select() -> dict:
         res = evaluate_sbi(model, val_loader, device, amp)
         auc = res["auc"]
-        if st["best_epoch"] < 0 or (math.isfinite(auc) and auc > st["best_auc"]):
+        if tr.select == "last":   # fixed schedule: the model of the last epoch (SBI-val AUC is only logged)
+            better = True
+        else:
+            better = st["best_epoch"] < 0 or (math.isfinite(auc) and auc > st["best_auc"])
+        if better:
             st["best_auc"], st["best_epoch"] = (auc if math.isfinite(auc) else -1.0), st["epoch"]
             save_model_file(paths.model_out, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
                             val_auc=auc, describe=cfg.describe(), preprocess=params.preprocess)
@@ -404,7 +408,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
             checkpoint()
         D.barrier(info)
 
-    metrics = {"phase": phase, "best_val_auc": st["best_auc"], "best_epoch": st["best_epoch"] + 1,
+    metrics = {"phase": phase, "select": tr.select, "best_val_auc": st["best_auc"], "best_epoch": st["best_epoch"] + 1,
+               "last_val_auc": st["history"][-1]["val_auc"] if st["history"] else None,
                "epochs": st["epoch"], "steps": st["step"], "skipped_steps": st["skipped_steps"],
                "budget_stopped": budget_stopped, "budget_spent": budget.spent,
                "wall_time_s": time.monotonic() - t0, "resumed_from_step": resumed_from,

@@ -9,10 +9,11 @@ maximum, the same pixels in real and fake).
 
 Bounds, and why:
 
-* duplicates (b): nearest-neighbour up-sampling copies pixels; a pair counts as traced when its
-  fake has ≥ 2 percentage points more exactly duplicated adjacent pixels than its real (the
-  real-to-real spread between neighbouring clips is below that). At most 5 % of pairs may be
-  traced (a 5 % false-alarm rate; the original code traced 25 %).
+* duplicates (b): nearest-neighbour up-sampling copies pixels, also in texture where natural and
+  linearly resampled images practically never repeat a pixel exactly (reals: < 0.7 % of textured
+  pairs in every clip). A pair counts as traced when its fake has ≥ 1 percentage point more
+  duplicated textured pixel pairs than its real; at most 5 % of pairs may be traced (a 5 %
+  false-alarm rate; the original code traced about 20 %).
 * blockiness (b): the median fake/real ratio of the 8×8 boundary step within ±5 %.
 * sharpness, noise, brightness (c): SBI's source–target augmentation puts the same transforms on
   either side with p = ½, so under "no systematic cue" the fake is sharper / noisier / brighter
@@ -31,7 +32,7 @@ import pytest
 from stfmamba.data.clips import model_clip
 from stfmamba.data.dataset import VideoSBIDataset
 from stfmamba.data.manifest import load_npz
-from stfmamba.data.sbi import SBIConfig, pair_statistics
+from stfmamba.data.sbi import pair_statistics
 
 from trainkit import tiny_params, write_dataset
 
@@ -74,7 +75,7 @@ def test_fake_equals_real_outside_the_blend_mask(pairs):
 
 def test_no_resampling_trace_in_fakes_only(stats):
     """(b) Duplicated adjacent pixels (nearest up-sampling) and 8×8 blockiness: fakes like reals."""
-    traced = (stats.fake_dup - stats.real_dup) >= 0.02
+    traced = (stats.fake_dup - stats.real_dup) >= 0.01
     assert traced.mean() <= 0.05, f"{traced.mean():.0%} of fakes carry duplicated pixels their real lacks"
     block = np.median(stats.fake_block / stats.real_block)
     assert 0.95 <= block <= 1.05, f"median 8x8 blockiness ratio fake/real {block:.3f}"
