@@ -94,6 +94,8 @@ class PreprocessConfig:
     workers: int = field(default=2, metadata=_rng(0, 256))              # worker processes (0 = in process)
     shard_index: int = field(default=0, metadata=_rng(0, None))         # this machine's shard
     num_shards: int = field(default=1, metadata=_rng(1, None))          # machines sharing the work
+    min_frames: int = field(default=16, metadata=_rng(1, None))         # short videos: overlapping runs down to
+                                                                        # max(this, frames_per_segment) frames, else too_short
 
     def __post_init__(self) -> None:
         if self.shard_index >= self.num_shards:

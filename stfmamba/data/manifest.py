@@ -2,8 +2,13 @@
 
 ``data/preprocessed/<dataset>/manifest.csv`` has the columns :data:`COLUMNS`; ``npz`` is relative
 to the dataset folder (``<method>/<video_id>.npz``), ``status`` is ``ok`` or ``failed`` (with a
-``reason``). A row is identified by ``(method, video_id)``: FF++ reuses ``<target>_<source>`` ids
-across methods and the demo reuses the real's id for each of its manipulations.
+``reason``). ``n_unique_frames`` counts the distinct source frames behind the ``n_frames`` stored
+(fewer when a short video's runs overlap), ``run_starts`` lists the first source frame of each run
+(space separated) and ``decode_errors`` the broken packets / frames met while reading. Manifests
+written before these three columns existed are read with ``n_unique_frames = n_frames``,
+``decode_errors = 0`` and empty ``run_starts``. A row is identified by ``(method, video_id)``: FF++
+reuses ``<target>_<source>`` ids across methods and the demo reuses the real's id for each of its
+manipulations.
 
 Sharding: with ``num_shards > 1`` each machine writes ``manifest.shard-<i>-of-<n>.csv``;
 :func:`merge_shards` (run by the preprocess stage once every part is present, or by hand with
@@ -22,7 +27,7 @@ __all__ = ["COLUMNS", "MANIFEST", "read_manifest", "write_manifest", "load_npz",
            "shard_name", "merge_shards", "ManifestError"]
 
 COLUMNS = ["video_id", "dataset", "split", "method", "label", "src_path", "npz", "status", "reason",
-           "n_frames", "src_hash", "params_hash"]
+           "n_frames", "src_hash", "params_hash", "n_unique_frames", "decode_errors", "run_starts"]
 MANIFEST = "manifest.csv"
 NPZ_KEYS = ("frames", "landmarks", "boxes", "frame_idx", "metadata")
 
@@ -33,7 +38,8 @@ class ManifestError(RuntimeError):
 
 def _dtypes() -> dict[str, Any]:
     return {"video_id": str, "dataset": str, "split": str, "method": str, "label": int, "src_path": str,
-            "npz": str, "status": str, "reason": str, "n_frames": int, "src_hash": str, "params_hash": str}
+            "npz": str, "status": str, "reason": str, "n_frames": int, "src_hash": str, "params_hash": str,
+            "n_unique_frames": int, "decode_errors": int, "run_starts": str}
 
 
 def read_manifest(dataset_dir: str | Path, name: str = MANIFEST) -> pd.DataFrame:
@@ -48,7 +54,11 @@ def read_manifest(dataset_dir: str | Path, name: str = MANIFEST) -> pd.DataFrame
         hint = (f"; found shard parts {[p.name for p in parts]}: run `python stages/preprocess.py --merge`"
                 if parts else "; run `dvc repro preprocess` (or python stages/preprocess.py)")
         raise ManifestError(f"{path}: manifest not found{hint}")
-    df = pd.read_csv(path, dtype=_dtypes(), keep_default_na=False)
+    header = pd.read_csv(path, nrows=0).columns
+    df = pd.read_csv(path, dtype={k: v for k, v in _dtypes().items() if k in header}, keep_default_na=False)
+    if "n_unique_frames" not in df.columns and "n_frames" in df.columns:
+        df["n_unique_frames"] = df["n_frames"]
+    df = df.assign(**{c: default for c, default in (("decode_errors", 0), ("run_starts", "")) if c not in df.columns})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(f"{path}: columns {missing} missing; re-run the preprocess stage")

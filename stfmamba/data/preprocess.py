@@ -1,7 +1,8 @@
 """Preprocessing (design §2): sampled runs of frames → face crops + 68 landmarks, one npz per video.
 
-Per video: ``num_segments`` evenly spaced runs of ``frames_per_segment`` contiguous frames are
-decoded by seeking (:func:`stfmamba.data.video.read_runs`); dlib finds the face on the first frame
+Per video: ``num_segments`` runs of ``frames_per_segment`` contiguous frames, evenly spaced in
+time, are decoded by seeking (:func:`stfmamba.data.video.read_clip`: upright, indexed by timestamp,
+overlapping runs for short videos, broken packets skipped); dlib finds the face on the first frame
 of each run at ``detect_scale`` and follows it through the run (:class:`~stfmamba.data.faces.RunTracker`);
 each run gets one square crop box around all of its landmarks plus ``margin`` (a still crop adds no
 motion of its own, which matters to a detector of temporal artefacts); crops are resized to
@@ -9,20 +10,23 @@ motion of its own, which matters to a detector of temporal artefacts); crops are
 
 The dataset driver (:func:`preprocess_dataset`) fans videos out to worker processes with a tqdm
 bar, writes every npz atomically, records one manifest row per video (``ok`` or ``failed`` with a
-reason: one bad video never stops the stage), skips videos whose source hash and params hash are
-unchanged since the last run (resumable; the manifest is flushed every few videos), and does only
-the videos of shard ``shard_index`` of ``num_shards`` (a stable hash of ``method/video_id``).
+reason: one bad video never stops the stage; a worker that dies, e.g. a segfault in a native
+library, costs its video only: a failed row ``worker_crashed: signal N``, and a fresh worker takes
+over), skips videos whose source hash and params hash are unchanged since the last run (resumable;
+the manifest is flushed every few videos; crashed videos are not retried), and does only the
+videos of shard ``shard_index`` of ``num_shards`` (a stable hash of ``method/video_id``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,14 +39,20 @@ from stfmamba.data.adapters.base import VideoRow
 from stfmamba.data.faces import FaceError, RunTracker, crop_square, square_box
 from stfmamba.data.manifest import (COLUMNS, ManifestError, merge_shards, read_manifest, save_npz,
                                     shard_name, write_manifest)
-from stfmamba.data.video import VideoError, probe, read_runs, run_starts
+from stfmamba.data.video import VideoError, read_clip
 
-__all__ = ["PREPROCESS_VERSION", "FaceClip", "process_video", "params_hash", "src_hash", "in_shard",
+__all__ = ["PREPROCESS_VERSION", "CRASH_ENV", "FaceClip", "process_video", "params_hash", "src_hash", "in_shard",
            "preprocess_dataset", "PreprocessSummary"]
 
-PREPROCESS_VERSION = 1   # bump when the output of process_video changes for the same params
-_HASHED_FIELDS = ("num_segments", "frames_per_segment", "crop_size", "margin", "detect_scale", "min_face_px")
+PREPROCESS_VERSION = 2   # bump when the output of process_video changes for the same params (2: timestamp
+                         # indexing, rotation, overlapping runs, decode-error tolerance)
+_HASHED_FIELDS = ("num_segments", "frames_per_segment", "crop_size", "margin", "detect_scale", "min_face_px",
+                  "min_frames")
 _FLUSH_EVERY = 20        # rewrite the manifest after this many finished videos (crash-safe resume)
+VIDEO_TIMEOUT_S = 900.0  # a worker busy this long on one video is killed (row: worker_timeout)
+# Test hook: a pool worker given the video whose id is this variable's value SIGKILLs itself before
+# processing it. Honoured only when set, and only in pool workers (workers >= 1), never in process.
+CRASH_ENV = "STFMAMBA_TEST_CRASH_VIDEO"
 
 
 @dataclass
@@ -51,9 +61,14 @@ class FaceClip:
     frames: np.ndarray      # (N, S, S, 3) uint8 RGB crops
     landmarks: np.ndarray   # (N, 68, 2) float32, crop pixels
     boxes: np.ndarray       # (N, 4) float32 crop box in source pixels
-    frame_idx: np.ndarray   # (N,) int64 source frame index
+    frame_idx: np.ndarray   # (N,) int64 source frame index (position in presentation order)
     fps: float
     n_src_frames: int
+    run_starts: list[int]   # first source frame of each run
+    n_unique_frames: int    # distinct source frames among the N (< N when runs overlap or repeat)
+    decode_errors: int      # broken packets / frames met and skipped while reading
+    rotation: int           # display rotation applied (degrees counter-clockwise)
+    variable_rate: bool     # the source has a variable frame rate
 
 
 def params_hash(cfg: PreprocessConfig) -> str:
@@ -94,12 +109,11 @@ def process_video(path: str | Path, cfg: PreprocessConfig) -> FaceClip:
         a :class:`FaceClip` with ``N = num_segments * frames_per_segment`` frames.
 
     Raises:
-        VideoError: missing / unreadable / too_few_frames.
+        VideoError: missing / unreadable / too_short.
         FaceError: no_face.
     """
-    info = probe(path)
-    starts = run_starts(info.n_frames, cfg.num_segments, cfg.frames_per_segment)
-    frames, frame_idx = read_runs(path, starts, cfg.frames_per_segment)
+    clip = read_clip(path, cfg.num_segments, cfg.frames_per_segment, cfg.min_frames)
+    frames = clip.frames
     tracker = RunTracker(cfg.detect_scale, cfg.min_face_px)
     L = cfg.frames_per_segment
     S = cfg.crop_size
@@ -117,7 +131,8 @@ def process_video(path: str | Path, cfg: PreprocessConfig) -> FaceClip:
         boxes[sl] = box
     if not np.isfinite(lms).all():
         raise FaceError("bad_landmarks", "non-finite landmarks")
-    return FaceClip(crops, lms, boxes, frame_idx, info.fps, info.n_frames)
+    return FaceClip(crops, lms, boxes, clip.frame_idx, clip.fps, clip.n_src_frames, clip.run_starts,
+                    clip.n_unique_frames, clip.decode_errors, clip.rotation, clip.variable_rate)
 
 
 # --------------------------------------------------------------------------- dataset driver
@@ -127,20 +142,125 @@ def _init_worker() -> None:
 
 
 def _job(row: dict[str, Any], npz_path: str, cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """Worker: process one video, write its npz, return its manifest row (never raises)."""
+    """Process one video, write its npz, return its manifest row (never raises)."""
     cfg = PreprocessConfig(**cfg_dict)
     try:
         clip = process_video(row["src_path"], cfg)
         meta = {"video_id": row["video_id"], "src_path": row["src_path"], "fps": clip.fps,
                 "n_src_frames": clip.n_src_frames, "method": row["method"], "label": row["label"],
-                "params_hash": row["params_hash"], "src_hash": row["src_hash"]}
+                "params_hash": row["params_hash"], "src_hash": row["src_hash"],
+                "n_unique_frames": clip.n_unique_frames, "run_starts": clip.run_starts,
+                "decode_errors": clip.decode_errors, "rotation": clip.rotation,
+                "variable_frame_rate": clip.variable_rate}
         save_npz(npz_path, clip.frames, clip.landmarks, clip.boxes, clip.frame_idx, meta)
-        return row | {"status": "ok", "reason": "", "n_frames": int(len(clip.frames))}
+        return row | {"status": "ok", "reason": "", "n_frames": int(len(clip.frames)),
+                      "n_unique_frames": clip.n_unique_frames, "decode_errors": clip.decode_errors,
+                      "run_starts": " ".join(map(str, clip.run_starts))}
     except (VideoError, FaceError) as err:
         reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
     except Exception as err:  # noqa: BLE001 - one bad video must never stop the stage
         reason = f"error: {type(err).__name__}: {err}"
-    return row | {"status": "failed", "reason": reason.replace("\n", " ")[:300], "n_frames": 0}
+    return _failed(row, reason)
+
+
+def _failed(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    return row | {"status": "failed", "reason": reason.replace("\n", " ")[:300], "n_frames": 0,
+                  "n_unique_frames": 0, "decode_errors": 0, "run_starts": ""}
+
+
+def _worker_main(conn) -> None:
+    """Pool worker: receive ``(row, npz_path, cfg_dict)``, send back the row, until ``None``."""
+    _init_worker()
+    crash_id = os.environ.get(CRASH_ENV)
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        row, npz_path, cfg_dict = task
+        if crash_id and row["video_id"] == crash_id:     # test hook, see CRASH_ENV
+            os.kill(os.getpid(), signal.SIGKILL)
+        conn.send(_job(row, npz_path, cfg_dict))
+
+
+class _Worker:
+    """One spawned worker process, its pipe and the task it holds."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: tuple[dict, str] | None = None
+        self.since = 0.0
+
+    def give(self, task: tuple[dict, str], cfg_dict: dict[str, Any]) -> None:
+        self.task, self.since = task, time.monotonic()
+        self.conn.send((task[0], task[1], cfg_dict))
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+def _died(proc) -> str:
+    proc.join(5)
+    code = proc.exitcode
+    if code is not None and code < 0:
+        return f"worker_crashed: signal {-code} ({signal.Signals(-code).name})" if -code in signal.valid_signals() \
+            else f"worker_crashed: signal {-code}"
+    return f"worker_crashed: exit code {code}"
+
+
+def _run_pool(todo: list[tuple[dict, str]], cfg_dict: dict[str, Any], workers: int, on_done) -> None:
+    """Run ``todo`` on ``workers`` spawned processes; ``on_done(row)`` for every video, in completion order.
+
+    A worker that dies (signal, ``os._exit``) or exceeds :data:`VIDEO_TIMEOUT_S` on a video yields a
+    failed row for that video only and is replaced by a fresh one; the other videos go on.
+    """
+    ctx = get_context("spawn")
+    queue = list(reversed(todo))
+    pool = [_Worker(ctx) for _ in range(min(workers, len(todo)))]
+    try:
+        for w in pool:
+            if queue:
+                w.give(queue.pop(), cfg_dict)
+        while any(w.task is not None for w in pool):
+            busy = [w for w in pool if w.task is not None]
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=5.0))
+            for k, w in enumerate(pool):
+                if w.task is None:
+                    continue
+                out = None
+                if w.conn in ready or w.proc.sentinel in ready:
+                    try:
+                        if w.conn.poll():
+                            out = w.conn.recv()
+                    except (EOFError, OSError):
+                        pass
+                    if out is None and not w.proc.is_alive():
+                        out = _failed(w.task[0], _died(w.proc))
+                elif time.monotonic() - w.since > VIDEO_TIMEOUT_S:
+                    w.proc.kill()
+                    out = _failed(w.task[0], f"worker_timeout: no result after {VIDEO_TIMEOUT_S:.0f}s")
+                if out is None:
+                    continue
+                on_done(out)
+                w.task = None
+                if not w.proc.is_alive() or out["reason"].startswith(("worker_crashed", "worker_timeout")):
+                    w.stop()
+                    pool[k] = w = _Worker(ctx)
+                if queue:
+                    w.give(queue.pop(), cfg_dict)
+    finally:
+        for w in pool:
+            w.stop()
 
 
 @dataclass
@@ -193,7 +313,8 @@ def preprocess_dataset(name: str, rows: Iterable[VideoRow], cfg: PreprocessConfi
         npz_rel = f"{r.method}/{r.video_id}.npz"
         rec = {"video_id": r.video_id, "dataset": name, "split": r.split, "method": r.method, "label": int(r.label),
                "src_path": str(r.path), "npz": npz_rel, "status": "", "reason": "", "n_frames": 0,
-               "src_hash": src_hash(r.path), "params_hash": phash}
+               "src_hash": src_hash(r.path), "params_hash": phash, "n_unique_frames": 0, "decode_errors": 0,
+               "run_starts": ""}
         old = previous.get((r.method, r.video_id))
         if (old is not None and old["src_hash"] == rec["src_hash"] and old["params_hash"] == phash
                 and old["src_path"] == rec["src_path"]
@@ -210,24 +331,22 @@ def preprocess_dataset(name: str, rows: Iterable[VideoRow], cfg: PreprocessConfi
 
     cfg_dict = asdict(cfg)
     bar = tqdm(total=len(todo), desc=f"preprocess {name}", unit="video", disable=not progress or not todo)
-    if cfg.workers == 0 or len(todo) <= 1:
+    finished = 0
+
+    def on_done(out: dict) -> None:
+        nonlocal finished
+        done[(out["method"], out["video_id"])] = out
+        bar.update()
+        finished += 1
+        if finished % _FLUSH_EVERY == 0:
+            flush()
+
+    if cfg.workers == 0:      # in process: simplest to debug, but a native crash stops the stage
         _init_worker()
-        for i, (rec, npz) in enumerate(todo, 1):
-            out = _job(rec, npz, cfg_dict)
-            done[(out["method"], out["video_id"])] = out
-            bar.update()
-            if i % _FLUSH_EVERY == 0:
-                flush()
-    else:
-        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            futures = [pool.submit(_job, rec, npz, cfg_dict) for rec, npz in todo]
-            for i, fut in enumerate(as_completed(futures), 1):
-                out = fut.result()
-                done[(out["method"], out["video_id"])] = out
-                bar.update()
-                if i % _FLUSH_EVERY == 0:
-                    flush()
+        for rec, npz in todo:
+            on_done(_job(rec, npz, cfg_dict))
+    elif todo:
+        _run_pool(todo, cfg_dict, cfg.workers, on_done)
     bar.close()
     flush()
     if cfg.num_shards > 1 and all((out_dir / shard_name(i, cfg.num_shards)).is_file() for i in range(cfg.num_shards)):

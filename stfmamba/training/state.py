@@ -8,11 +8,23 @@ small ``last.json`` next to it says which step it holds (for humans and for the 
 ``training.durable_copy`` set, each checkpoint is also copied (atomically) to
 ``<durable_copy>/phase_<x>/`` — e.g. a network volume that survives the pod — and a restart on a
 fresh pod resumes from there when the local one is missing.
+
+Everything in a resume file is plain (dicts, lists, str, numbers, bools, None, tensors): the RNG
+states are stored as tensors (:func:`rng_state`), so the file loads with
+``torch.load(weights_only=True)`` and reading it never runs pickled code. A file of the older,
+pickled format (``RESUME_FORMAT`` 1, numpy arrays and tuples) is refused with
+:class:`ResumeFormatError`; the trainer discards it with a warning and starts the phase afresh.
+
+Whether a resume file may be continued is decided by :func:`config_changes`: the stored config is
+compared with the current one minus the keys that do not change the result
+(:data:`RUN_ONLY_KEYS`: workers, checkpoint cadence and folders) and minus the other phases'
+settings (:data:`PHASE_KEYS`: Phase A does not restart because ``lr_phase_b`` changed).
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -22,25 +34,57 @@ import numpy as np
 import torch
 
 CKPT_NAME = "last.pt"
+RESUME_FORMAT = 2   # 2: plain values only (weights_only loading); 1 (no "format" key): pickled RNG states
+
+# config keys (dotted, as in to_dict(cfg)) that never change what a run computes
+RUN_ONLY_KEYS = ("training.num_workers", "training.checkpoint_every", "training.checkpoint_dir",
+                 "training.durable_copy")
+# the settings only one phase reads: a change in another phase's keys keeps this phase's resume
+PHASE_KEYS = {"a": ("training.epochs_phase_a", "training.lr"),
+              "b": ("training.epochs_phase_b", "training.lr_phase_b"),
+              "frame": ("training.epochs_phase_a", "training.lr")}   # frame_baseline() puts its own there
+
+__all__ = ["CKPT_NAME", "RESUME_FORMAT", "RUN_ONLY_KEYS", "PHASE_KEYS", "ResumeFormatError", "rng_state",
+           "set_rng_state", "save_resume", "find_resume", "load_resume", "ignored_keys", "config_changes"]
 
 
+class ResumeFormatError(ValueError):
+    """A resume file that cannot be loaded safely (older pickled format, or not a resume file)."""
+
+
+# --------------------------------------------------------------------------- RNG states as tensors
 def rng_state() -> dict[str, Any]:
-    """RNG states of python, numpy and torch (CPU and every CUDA device)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states of python, numpy and torch (CPU and every CUDA device), as plain values and tensors.
+
+    Returns:
+        ``{"python": {"version": int, "key": (625,) int64, "gauss": float | None},
+        "numpy": {"key": (624,) int64, "pos": int, "has_gauss": int, "cached_gaussian": float},
+        "torch": (n,) uint8, "cuda": [(m,) uint8, ...]}`` (``cuda`` only with a GPU).
+    """
+    version, key, gauss = random.getstate()
+    _, np_key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"python": {"version": int(version), "key": torch.tensor(key, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"key": torch.from_numpy(np_key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["key"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# --------------------------------------------------------------------------- files
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -59,7 +103,8 @@ def save_resume(state: dict[str, Any], ckpt_dir: Path, durable_dir: Path | None 
     """Write ``state`` to ``ckpt_dir/last.pt`` (+ ``last.json``) atomically, and copy to ``durable_dir``.
 
     Args:
-        state: the trainer's state dict (must hold ``step``, ``epoch``, ``batch_in_epoch``).
+        state: the trainer's state dict (must hold ``step``, ``epoch``, ``batch_in_epoch``; plain
+            values and tensors only — RNG states from :func:`rng_state`). ``format`` is added.
         ckpt_dir: the phase's checkpoint folder (a DVC ``persist`` output).
         durable_dir: optional second location.
 
@@ -67,7 +112,7 @@ def save_resume(state: dict[str, Any], ckpt_dir: Path, durable_dir: Path | None 
         The path of the checkpoint.
     """
     path = ckpt_dir / CKPT_NAME
-    _atomic_torch_save(state, path)
+    _atomic_torch_save({**state, "format": RESUME_FORMAT}, path)
     info = json.dumps({k: state[k] for k in ("step", "epoch", "batch_in_epoch")})
     _atomic_write_text(info, ckpt_dir / "last.json")
     if durable_dir is not None:
@@ -88,9 +133,63 @@ def find_resume(ckpt_dir: Path, durable_dir: Path | None = None) -> Path | None:
 
 
 def load_resume(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_resume` (on CPU; tensors are moved by their owners)."""
+    """Read a checkpoint written by :func:`save_resume` with ``torch.load(weights_only=True)`` (on CPU;
+    tensors are moved by their owners).
+
+    Raises:
+        ResumeFormatError: the file holds pickled objects (the older format) or is no resume file
+            of format :data:`RESUME_FORMAT`; it is safe to discard.
+        RuntimeError: the file cannot be read at all (names the file and the fix).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ResumeFormatError(f"{path}: resume checkpoint of an older format holds pickled objects and is not "
+                                f"loaded ({str(err).splitlines()[0]})") from None
     except Exception as err:  # noqa: BLE001 - name the file and the fix
         raise RuntimeError(f"{path}: cannot read the resume checkpoint ({err}); delete it to start the phase "
                            "from scratch") from err
+    if not isinstance(ck, dict) or ck.get("format") != RESUME_FORMAT:
+        found = ck.get("format", 1) if isinstance(ck, dict) else type(ck).__name__
+        raise ResumeFormatError(f"{path}: resume checkpoint format {found}, this version reads format "
+                                f"{RESUME_FORMAT}")
+    return ck
+
+
+# --------------------------------------------------------------------------- may a resume continue?
+def ignored_keys(phase: str) -> set[str]:
+    """Config keys whose change keeps ``phase``'s resume: :data:`RUN_ONLY_KEYS` and the keys only
+    other phases read (:data:`PHASE_KEYS`)."""
+    mine = set(PHASE_KEYS.get(phase, ()))
+    others = {k for p, keys in PHASE_KEYS.items() if p != phase for k in keys}
+    return set(RUN_ONLY_KEYS) | (others - mine)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"lr": x}}`` -> ``{"training.lr": x}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+_ABSENT = object()
+
+
+def _show(v: Any) -> str:
+    return "<absent>" if v is _ABSENT else repr(v)
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], ignore: set[str] | frozenset[str] = frozenset()
+                   ) -> list[str]:
+    """What changed between two ``to_dict(cfg)`` configs, one message per key not in ``ignore``.
+
+    Returns:
+        e.g. ``["training.lr changed 0.0003 -> 0.001"]``; empty when the run may continue.
+    """
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k} changed {_show(a.get(k, _ABSENT))} -> {_show(b.get(k, _ABSENT))}"
+            for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k, _ABSENT) != b.get(k, _ABSENT)]

@@ -49,7 +49,8 @@ from stfmamba.data.dataset import VideoSBIDataset, normalize_clips, worker_init
 from stfmamba.training import distributed as D
 from stfmamba.training.budget import BudgetTracker
 from stfmamba.training.optim import build_optimizer, build_scheduler
-from stfmamba.training.state import find_resume, load_resume, rng_state, save_resume, set_rng_state
+from stfmamba.training.state import (ResumeFormatError, config_changes, find_resume, ignored_keys, load_resume,
+                                     rng_state, save_resume, set_rng_state)
 
 log = logging.getLogger(__name__)
 BEST_NAME = "best.pt"   # copy of the phase's best model kept in the checkpoint folder
@@ -231,14 +232,24 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
           "init_report": None}
     resume_path = find_resume(paths.ckpt_dir, paths.durable_dir)
     resumed_from = None
-    ck = load_resume(resume_path) if resume_path is not None else None
+    ck = None
+    if resume_path is not None:
+        try:
+            ck = load_resume(resume_path)
+        except ResumeFormatError as err:   # an older, pickled resume file: never unpickled, a new run
+            log.warning("resume discarded: %s; starting phase %s from scratch (it will be overwritten)", err, phase)
     inputs = input_fingerprint(params, paths)
-    if ck is not None and (ck["config"] != to_dict(cfg) or ck.get("inputs") != inputs):
-        # params changed (e.g. dvc exp run -S), or the training data / initial model did: a new run
-        log.warning("%s: resume checkpoint was made with a different config or different inputs (training "
-                    "manifest, initial model); starting phase %s from scratch (it will be overwritten)",
-                    resume_path, phase)
-        ck = None
+    if ck is not None:
+        # only what changes the result forces a new run (not workers, checkpoint cadence or folders, nor
+        # the other phase's settings); nor may new training data or a retrained initial model be ignored
+        changes = config_changes(ck["config"], to_dict(cfg), ignored_keys(phase))
+        old_inputs = ck.get("inputs") or {}
+        changes += [f"input {k} changed (content hash {old_inputs.get(k)} -> {inputs.get(k)})"
+                    for k in sorted(set(inputs) | set(old_inputs)) if old_inputs.get(k) != inputs.get(k)]
+        if changes:
+            log.warning("%s: resume discarded: %s; starting phase %s from scratch (it will be overwritten)",
+                        resume_path, "; ".join(changes), phase)
+            ck = None
     if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])

@@ -49,7 +49,7 @@ def tiny_demo(tmp_path_factory) -> DemoConfig:
 @pytest.fixture(scope="session")
 def pre_cfg() -> PreprocessConfig:
     return PreprocessConfig(num_segments=2, frames_per_segment=8, crop_size=64, margin=0.25, detect_scale=0.5,
-                            min_face_px=80, workers=2)
+                            min_face_px=80, workers=2, min_frames=16)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from stfmamba.data.verify import check_npz
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"good": "ok", "good_fake": "ok", "truncated": "unreadable", "empty": "unreadable",
-            "text": "unreadable", "background": "no_face", "short": "too_few_frames", "gone": "missing"}
+            "text": "unreadable", "background": "no_face", "short": "too_short", "gone": "missing"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,365 @@
+"""``stfmamba predict``: is this video fake? Score video files with a trained model file.
+
+    stfmamba predict clip.mp4 other.mov                    # models/phase_b.pt, results in predictions/
+    stfmamba predict my_videos/ --model models/frame.pt --out results/frame --device cuda
+
+Each video goes through the production pipeline with the settings the model was trained with:
+the preprocessing recorded in the model file (``meta["input"]["preprocess"]``: crop_size, margin,
+detect_scale, num_segments, frames_per_segment) drives
+:func:`stfmamba.data.preprocess.process_video` (sampled runs, dlib face + landmarks, still square
+crops), and the crops become model input through the evaluation engine's path
+(:func:`stfmamba.evaluation.engine.video_clips`: the non-overlapping ``num_frames`` windows of
+every run, :func:`~stfmamba.data.clips.model_clip` resize; then
+:func:`~stfmamba.data.clips.normalize_clips`). A clip's score is its fake probability (softmax
+class 1); the video's score is the mean over its clips, as in evaluation. The frame baseline
+(``model.arch`` a timm name, e.g. ``models/frame.pt``) scores ``--frames`` evenly spaced single
+frames instead (SBI's protocol, the ``eval_frame`` stage's ``baseline.eval_frames``). Settings a
+model file does not record (``min_face_px``, ``min_frames``) take the
+:class:`~stfmamba.config.PreprocessConfig` defaults. Like preprocessing, one face per video is
+scored: the largest.
+
+Outputs in ``--out``: ``predictions.csv`` (one row per video: fake_prob, status, reason, number
+of clips, plot), ``clips.csv`` (one row per clip: frames, time, fake_prob), ``predictions.json``
+(both, plus the model and the settings used) and ``<video>.png`` (a face crop next to the fake
+probability over time). A video that cannot be scored (not a video, no face, too short) is
+reported on stderr and listed with its reason and an empty score — never a made-up 0.5.
+
+Exit status: 0 every video scored, 1 some could not be scored, 2 usage or model file error.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["VIDEO_EXTENSIONS", "ClipScore", "Prediction", "collect_videos", "model_preprocess", "Scorer",
+           "predict_video", "plot_prediction", "write_outputs", "main", "cli"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+DEFAULT_FRAMES = 16   # frames scored per video by a frame-level model (BaselineConfig.eval_frames' default)
+
+
+class UsageError(ValueError):
+    """Bad arguments or an unusable model file (exit status 2)."""
+
+
+@dataclass
+class ClipScore:
+    """One scored clip of a video."""
+    start_frame: int    # source frame index of the clip's first frame
+    end_frame: int      # source frame index of its last frame
+    time_s: float       # time of its middle frame (s); NaN when the video has no frame rate
+    fake_prob: float
+
+
+@dataclass
+class Prediction:
+    """The result for one input file (``fake_prob`` None when it could not be scored)."""
+    video: str          # unique name in this run (file stem, suffixed on clashes); names the PNG
+    path: str
+    status: str = "failed"   # ok | failed
+    reason: str = ""
+    fake_prob: float | None = None
+    clips: list[ClipScore] = field(default_factory=list)
+    plot: str | None = None
+
+
+# --------------------------------------------------------------------------- inputs
+def collect_videos(inputs: list[str]) -> list[Path]:
+    """Files named on the command line, and the video files (by extension) directly inside folders.
+
+    A named file is kept whatever its extension or state (a missing or broken file is reported as
+    not scored, not skipped).
+
+    Raises:
+        UsageError: a folder holds no video file.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                raise UsageError(f"{p}: no video files in this folder (extensions {', '.join(VIDEO_EXTENSIONS)})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    names, seen = [], {}
+    for p in paths:
+        stem = p.stem or "video"
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        names.append(stem if n == 0 else f"{stem}_{n + 1}")
+    return names
+
+
+def model_preprocess(meta: dict[str, Any], model_path: str | Path):
+    """The :class:`~stfmamba.config.PreprocessConfig` recorded in a model file (in-process, one shard).
+
+    Raises:
+        UsageError: the model file records no preprocessing (written before model files carried it).
+    """
+    from stfmamba.config import PreprocessConfig
+    stored = (meta.get("input") or {}).get("preprocess")
+    if not stored:
+        raise UsageError(f"{model_path}: the model file does not record the preprocessing it was trained with, so "
+                         "its videos cannot be prepared the same way; re-save it with "
+                         "stfmamba.models.checkpoint.save_model_file(..., preprocess=params.preprocess) or retrain it")
+    return PreprocessConfig(**stored, workers=0, shard_index=0, num_shards=1)
+
+
+# --------------------------------------------------------------------------- scoring
+class Scorer:
+    """A model and its clip geometry: ``(N, S, S, 3)`` uint8 crops -> per-clip fake probabilities.
+
+    Args:
+        model: the detector (``forward(x: (B, 3, T, H, W)) -> {"logits": (B, 2), ...}``).
+        model_cfg: its :class:`~stfmamba.config.ModelConfig`; a non-``stfmamba`` arch is a
+            frame-level model and gets clips of one frame.
+        pre: the preprocessing the crops come from (runs per video, frames per run).
+        device: torch device.
+        amp: ``auto`` / ``bf16`` / ``off`` (:func:`stfmamba.evaluation.engine.autocast_for`).
+        clips_per_video: at most this many clips, evenly spaced (None: all windows).
+        batch_size: clips per forward pass.
+    """
+
+    def __init__(self, model, model_cfg, pre, device, amp: str, clips_per_video: int | None, batch_size: int):
+        from stfmamba.data.clips import ClipSpec
+        self.frame_level = model_cfg.arch != "stfmamba"
+        self.model_cfg = dataclasses.replace(model_cfg, num_frames=1) if self.frame_level else model_cfg
+        self.spec = ClipSpec(pre.num_segments, pre.frames_per_segment, self.model_cfg.num_frames,
+                             self.model_cfg.img_size, clips_per_video)
+        self.model, self.device, self.amp, self.batch_size = model.to(device).eval(), device, amp, batch_size
+
+    def __call__(self, frames: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """Score the evaluation clips of one video.
+
+        Args:
+            frames: ``(N, S, S, 3)`` uint8 RGB crops (``N = num_segments * frames_per_segment``).
+
+        Returns:
+            ``(starts, probs)``: each clip's first index into ``frames`` and its fake probability ``(K,)``.
+
+        Raises:
+            ValueError: no clip fits, or the model output is not finite (the reason).
+        """
+        import torch
+        from stfmamba.data.clips import normalize_clips
+        from stfmamba.evaluation.engine import autocast_for, video_clips
+        clips = video_clips(frames, self.spec)            # (K, 3, T, H, W) uint8
+        probs = []
+        with torch.no_grad():
+            for i in range(0, len(clips), self.batch_size):
+                x = normalize_clips(clips[i:i + self.batch_size].to(self.device))   # (B, 3, T, H, W) float
+                with autocast_for(self.device, self.amp):
+                    logits = self.model(x)["logits"]
+                probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())   # (B,)
+        p = np.concatenate(probs).astype(np.float64)
+        if not np.all(np.isfinite(p)):
+            raise ValueError("non-finite model output")
+        return self.spec.starts(), p
+
+
+def predict_video(path: Path, name: str, pre, scorer: Scorer) -> tuple[Prediction, Any, list[int]]:
+    """Preprocess and score one video; never raises for a bad video.
+
+    Returns:
+        ``(prediction, face_clip, starts)``: the :class:`Prediction` (``failed`` with a reason when
+        the video could not be scored), the :class:`~stfmamba.data.preprocess.FaceClip` (``None`` on
+        failure) and each clip's first index into ``face_clip.frames``.
+    """
+    from stfmamba.data.faces import FaceError
+    from stfmamba.data.preprocess import process_video
+    from stfmamba.data.video import VideoError
+    pred = Prediction(video=name, path=str(path))
+    try:
+        clip = process_video(path, pre)
+        starts, probs = scorer(clip.frames)
+    except (VideoError, FaceError) as err:
+        pred.reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
+        return pred, None, []
+    except ValueError as err:
+        pred.reason = str(err)
+        return pred, None, []
+    except Exception as err:  # noqa: BLE001 - one bad file must not stop the others; reported with its type
+        pred.reason = f"error: {type(err).__name__}: {err}"
+        return pred, None, []
+    fps = float(getattr(clip, "fps", 0.0) or 0.0)
+    T = scorer.spec.num_frames
+    idx = np.asarray(clip.frame_idx)
+    for s, p in zip(starts, probs):
+        mid = float(idx[s:s + T].mean())
+        pred.clips.append(ClipScore(int(idx[s]), int(idx[s + T - 1]), mid / fps if fps > 0 else math.nan, float(p)))
+    pred.status, pred.fake_prob = "ok", float(np.mean(probs))
+    return pred, clip, list(starts)
+
+
+# --------------------------------------------------------------------------- outputs
+def plot_prediction(png: Path, pred: Prediction, clip, starts: list[int], num_frames: int) -> None:
+    """A face crop (the middle frame of the most fake-looking clip) next to the clips' fake
+    probability over time, the video score and the 0.5 line.
+
+    Args:
+        png: output file.
+        pred: a scored prediction.
+        clip: its :class:`~stfmamba.data.preprocess.FaceClip`.
+        starts: each clip's first index into ``clip.frames``.
+        num_frames: frames per clip.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = np.array([c.fake_prob for c in pred.clips])
+    has_time = all(math.isfinite(c.time_s) for c in pred.clips)
+    xs = np.array([c.time_s if has_time else (c.start_frame + c.end_frame) / 2 for c in pred.clips])
+    idx = np.asarray(clip.frame_idx)
+    k = min(starts[int(np.argmax(probs))] + num_frames // 2, len(clip.frames) - 1)
+    face = clip.frames[k]
+    fig, (ax_img, ax) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [1, 2.6]})
+    ax_img.imshow(face)
+    ax_img.set_title(f"face, frame {idx[k]} (top clip)", fontsize=9)
+    ax_img.axis("off")
+    order = np.argsort(xs)
+    ax.plot(xs[order], probs[order], "o-", ms=3, lw=1, label="clip")
+    ax.axhline(pred.fake_prob, color="tab:red", lw=1.2, label=f"video {pred.fake_prob:.3f}")
+    ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("time (s)" if has_time else "frame")
+    ax.set_ylabel("fake probability")
+    ax.legend(loc="upper right", fontsize=8)
+    verdict = "fake" if pred.fake_prob >= 0.5 else "real"
+    fig.suptitle(f"{Path(pred.path).name}: P(fake) = {pred.fake_prob:.3f} ({verdict} at 0.5)", fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, preds: list[Prediction], header: dict[str, Any]) -> None:
+    """``predictions.csv``, ``clips.csv`` and ``predictions.json`` in ``out`` (failed videos: empty /
+    null score and their reason)."""
+    import pandas as pd
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"video": p.video, "path": p.path, "status": p.status, "reason": p.reason, "fake_prob": p.fake_prob,
+             "n_clips": len(p.clips), "plot": p.plot or ""} for p in preds]
+    pd.DataFrame(rows, columns=["video", "path", "status", "reason", "fake_prob", "n_clips", "plot"]).to_csv(
+        out / "predictions.csv", index=False, na_rep="")
+    clip_rows = [{"video": p.video, "clip": i, **dataclasses.asdict(c)} for p in preds for i, c in enumerate(p.clips)]
+    pd.DataFrame(clip_rows, columns=["video", "clip", "start_frame", "end_frame", "time_s", "fake_prob"]).to_csv(
+        out / "clips.csv", index=False, na_rep="")
+
+    def plain(c: ClipScore) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in dataclasses.asdict(c).items()}
+    videos = [{"video": p.video, "path": p.path, "status": p.status, "reason": p.reason, "fake_prob": p.fake_prob,
+               "n_clips": len(p.clips), "plot": p.plot, "clips": [plain(c) for c in p.clips]} for p in preds]
+    (out / "predictions.json").write_text(json.dumps({**header, "videos": videos}, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- command line
+def _parser(prog: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                 epilog="exit status: 0 all scored, 1 some videos could not be scored, "
+                                        "2 usage or model file error")
+    ap.add_argument("videos", nargs="+", help="video files and/or folders (their video files, not recursive)")
+    ap.add_argument("--model", default="models/phase_b.pt", help="model file (default: %(default)s)")
+    ap.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    ap.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    ap.add_argument("--amp", default=None, choices=("auto", "bf16", "off"),
+                    help="bf16 autocast (default: the model file's training.amp)")
+    ap.add_argument("--clips-per-video", type=int, default=None,
+                    help="video models: at most this many clips per video, evenly spaced (default: all windows)")
+    ap.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
+                    help="frame-level models: frames scored per video, evenly spaced (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default: %(default)s)")
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
+    """Run ``stfmamba predict``; returns the exit status (0 all scored, 1 some failed, 2 usage / model error)."""
+    args = _parser(prog).parse_args(argv)   # usage errors exit with status 2 (argparse)
+    import torch
+    from stfmamba.config import ConfigError
+    from stfmamba.evaluation.run import check_input_contract, default_device
+    from stfmamba.models.checkpoint import load_model_file
+
+    try:
+        if args.batch_size < 1 or args.frames < 1 or (args.clips_per_video is not None and args.clips_per_video < 1):
+            raise UsageError("--batch-size, --frames and --clips-per-video must be at least 1")
+        videos = collect_videos(args.videos)
+        try:
+            device = torch.device(args.device) if args.device else default_device()
+        except RuntimeError as err:
+            raise UsageError(f"--device {args.device}: {err}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # a missing input record is an error below
+            model, cfg, meta = load_model_file(args.model, map_location="cpu")
+        pre = model_preprocess(meta, args.model)
+        frame_level = cfg.model.arch != "stfmamba"
+        model_cfg = dataclasses.replace(cfg.model, num_frames=1) if frame_level else cfg.model
+        check_input_contract(meta, pre, model_cfg, model_path=args.model, params_path=args.model)
+        scorer = Scorer(model, model_cfg, pre, device, args.amp or cfg.training.amp,
+                        args.frames if frame_level else args.clips_per_video, args.batch_size)
+    except (UsageError, ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+
+    out = Path(args.out)
+    preds = []
+    for path, name in zip(videos, _unique_names(videos)):
+        pred, clip, starts = predict_video(path, name, pre, scorer)
+        if pred.status == "ok":
+            png = out / f"{name}.png"
+            try:
+                plot_prediction(png, pred, clip, starts, scorer.spec.num_frames)
+                pred.plot = png.name
+            except Exception as err:  # noqa: BLE001 - the score stands; the missing plot is reported
+                print(f"{prog}: {path}: plot not written ({type(err).__name__}: {err})", file=sys.stderr)
+            print(f"{pred.fake_prob:.4f}  {path}  ({len(pred.clips)} clips)")
+        else:
+            print(f"{prog}: {path}: not scored: {pred.reason}", file=sys.stderr)
+        preds.append(pred)
+    header = {"model": str(args.model), "arch": cfg.model.arch, "phase": meta.get("phase"),
+              "describe": meta.get("describe"), "preprocess": meta["input"]["preprocess"],
+              "clip": {"num_frames": scorer.spec.num_frames, "img_size": scorer.spec.img_size,
+                       "clips_per_video": scorer.spec.clips_per_video},
+              "score": "video fake_prob = mean over clips of softmax(logits)[1]"}
+    write_outputs(out, preds, header)
+    n_bad = sum(p.status != "ok" for p in preds)
+    print(f"{len(preds) - n_bad}/{len(preds)} videos scored -> {out / 'predictions.csv'}, "
+          f"{out / 'predictions.json'}" + (f"; {n_bad} not scored (listed with their reason)" if n_bad else ""))
+    return 1 if n_bad else 0
+
+
+COMMANDS = {"predict": main}   # subcommands of the ``stfmamba`` console script
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The ``stfmamba`` console script: ``stfmamba <command> ...`` (:data:`COMMANDS`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: stfmamba {{{','.join(COMMANDS)}}} ...\n\n{__doc__.splitlines()[0]}")
+            return 0
+        print(f"usage: stfmamba {{{','.join(COMMANDS)}}} ...\nstfmamba: error: "
+              f"{'a command is required' if not argv else f'unknown command {argv[0]!r}'}", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:], prog=f"stfmamba {argv[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m stfmamba.predict"))
