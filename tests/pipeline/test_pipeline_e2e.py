@@ -92,7 +92,9 @@ def project(tmp_path_factory):
 def test_repro_writes_metrics_then_is_a_noop(project):
     proj, out = project
     assert _stages_run(out) == {"demo", "preprocess", "verify", "train_phase_a", "eval_phase_a", "train_phase_b",
-                                "eval_phase_b", "eval_cross", "train_frame", "eval_frame", "eval_frame_cross"}
+                                "eval_phase_b", "eval_cross", "train_frame", "eval_frame", "eval_frame_cross", "sbi_audit"}
+    audit = json.loads((proj / "metrics/sbi_audit.json").read_text())   # the shortcut audit ran on the real crops
+    assert audit, "sbi_audit wrote no statistics"
     methods = {"DemoSwapFlicker", "DemoSwapAE", "DemoReenact", "DemoMouthTex"}
     for phase in ("a", "b"):
         m = json.loads((proj / f"metrics/eval_phase_{phase}.json").read_text())
