@@ -96,6 +96,8 @@ class PreprocessConfig:
     num_shards: int = field(default=1, metadata=_rng(1, None))          # machines sharing the work
     min_frames: int = field(default=16, metadata=_rng(1, None))         # short videos: overlapping runs down to
                                                                         # max(this, frames_per_segment) frames, else too_short
+    max_faces: int = field(default=4, metadata=_rng(1, 64))             # faces tracked per video (1 = the largest only);
+                                                                        # extra faces -> <video>__face<k>.npz, for evaluation
 
     def __post_init__(self) -> None:
         if self.shard_index >= self.num_shards:
@@ -128,10 +130,17 @@ class ModelConfig:
     dcconv_kernel_length: int = field(default=3, metadata=_rng(1, 15))  # DCConv3D temporal taps
     drop_path_rate: float = field(default=0.1, metadata=_rng(0.0, 0.9))
     dropout: float = field(default=0.2, metadata=_rng(0.0, 0.9))
-    spatial_backbone: str = "none"    # "none" or a timm CNN name (its stride-4 features feed stage 1)
+    spatial_backbone: str = "none"    # "none" or a timm CNN name (its stride-`trunk_stride` features feed stage 1)
+    trunk_stride: int = field(default=4, metadata={"choices": (4, 8, 16)})  # stage-1 resolution H/trunk_stride (8, 16: timm trunk only)
     pretrained: str = "none"          # none | hub | path to a local weights file
 
     def __post_init__(self) -> None:
+        if self.trunk_stride != 4 and self.spatial_backbone == "none":
+            raise ConfigError(f"model.trunk_stride={self.trunk_stride} needs a timm trunk (model.spatial_backbone, "
+                              "e.g. resnet18); the built-in conv stem stops at stride 4")
+        if self.arch == "stfmamba" and self.img_size < self.trunk_stride * 8:
+            raise ConfigError(f"model.img_size={self.img_size} must be at least trunk_stride x 8 = "
+                              f"{self.trunk_stride * 8} (stage 1 at H/{self.trunk_stride}, three 2x downsamples after it)")
         if self.arch == "stfmamba" and self.num_frames < 2:
             raise ConfigError(f"model.num_frames={self.num_frames}: STF-Mamba needs clips of at least 2 frames "
                               "(its wavelet transform runs over time); single frames are for a per-frame arch")

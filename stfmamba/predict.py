@@ -11,17 +11,17 @@ crops), and the crops become model input through the evaluation engine's path
 (:func:`stfmamba.evaluation.engine.video_clips`: the non-overlapping ``num_frames`` windows of
 every run, :func:`~stfmamba.data.clips.model_clip` resize; then
 :func:`~stfmamba.data.clips.normalize_clips`). A clip's score is its fake probability (softmax
-class 1); the video's score is the mean over its clips, as in evaluation. The frame baseline
+class 1); as in evaluation, every face track of the video is scored (``max_faces``) and the video's
+score is the max over its faces of the mean over that face's clips (SBI's protocol). The frame baseline
 (``model.arch`` a timm name, e.g. ``models/frame.pt``) scores ``--frames`` evenly spaced single
 frames instead (SBI's protocol, the ``eval_frame`` stage's ``baseline.eval_frames``). Settings a
-model file does not record (``min_face_px``, ``min_frames``) take the
-:class:`~stfmamba.config.PreprocessConfig` defaults. Like preprocessing, one face per video is
-scored: the largest.
+model file does not record (``min_face_px``, ``min_frames``, ``max_faces``) take the
+:class:`~stfmamba.config.PreprocessConfig` defaults.
 
 Outputs in ``--out``: ``predictions.csv`` (one row per video: fake_prob, status, reason, number
-of clips, plot), ``clips.csv`` (one row per clip: frames, time, fake_prob), ``predictions.json``
-(both, plus the model and the settings used) and ``<video>.png`` (a face crop next to the fake
-probability over time). A video that cannot be scored (not a video, no face, too short) is
+of clips, faces, face_probs), ``clips.csv`` (one row per clip: frames, time, fake_prob, face),
+``predictions.json`` (both, plus the model and the settings used) and ``<video>.png`` (a thumbnail
+per face track with its score, next to the fake probability over time, one line per face). A video that cannot be scored (not a video, no face, too short) is
 reported on stderr and listed with its reason and an empty score — never a made-up 0.5.
 
 Exit status: 0 every video scored, 1 some could not be scored, 2 usage or model file error.
@@ -58,6 +58,7 @@ class ClipScore:
     end_frame: int      # source frame index of its last frame
     time_s: float       # time of its middle frame (s); NaN when the video has no frame rate
     fake_prob: float
+    face: int = 0       # face track (0 = the largest face)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Prediction:
     fake_prob: float | None = None
     clips: list[ClipScore] = field(default_factory=list)
     plot: str | None = None
+    face_probs: list[float] = field(default_factory=list)   # mean over each face track's clips (face 0 first)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -172,68 +174,77 @@ class Scorer:
         return self.spec.starts(), p
 
 
-def predict_video(path: Path, name: str, pre, scorer: Scorer) -> tuple[Prediction, Any, list[int]]:
-    """Preprocess and score one video; never raises for a bad video.
+def predict_video(path: Path, name: str, pre, scorer: Scorer) -> tuple[Prediction, list, list[int]]:
+    """Preprocess and score every face track of one video; never raises for a bad video.
 
     Returns:
-        ``(prediction, face_clip, starts)``: the :class:`Prediction` (``failed`` with a reason when
-        the video could not be scored), the :class:`~stfmamba.data.preprocess.FaceClip` (``None`` on
-        failure) and each clip's first index into ``face_clip.frames``.
+        ``(prediction, faces, starts)``: the :class:`Prediction` (``failed`` with a reason when
+        the video could not be scored; ``fake_prob`` the max over faces of the mean over clips),
+        the :class:`~stfmamba.data.preprocess.FaceClip` of each face (empty on failure) and each
+        clip's first index into a face's ``frames``.
     """
     from stfmamba.data.faces import FaceError
-    from stfmamba.data.preprocess import process_video
+    from stfmamba.data.preprocess import process_faces
     from stfmamba.data.video import VideoError
     pred = Prediction(video=name, path=str(path))
     try:
-        clip = process_video(path, pre)
-        starts, probs = scorer(clip.frames)
+        faces = process_faces(path, pre)
+        scored = [scorer(fc.frames) for fc in faces]
     except (VideoError, FaceError) as err:
         pred.reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
-        return pred, None, []
+        return pred, [], []
     except ValueError as err:
         pred.reason = str(err)
-        return pred, None, []
+        return pred, [], []
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the others; reported with its type
         pred.reason = f"error: {type(err).__name__}: {err}"
-        return pred, None, []
-    fps = float(getattr(clip, "fps", 0.0) or 0.0)
+        return pred, [], []
+    fps = float(getattr(faces[0], "fps", 0.0) or 0.0)
     T = scorer.spec.num_frames
-    idx = np.asarray(clip.frame_idx)
-    for s, p in zip(starts, probs):
-        mid = float(idx[s:s + T].mean())
-        pred.clips.append(ClipScore(int(idx[s]), int(idx[s + T - 1]), mid / fps if fps > 0 else math.nan, float(p)))
-    pred.status, pred.fake_prob = "ok", float(np.mean(probs))
-    return pred, clip, list(starts)
+    for f, (fc, (starts, probs)) in enumerate(zip(faces, scored)):
+        idx = np.asarray(fc.frame_idx)
+        for s, p in zip(starts, probs):
+            mid = float(idx[s:s + T].mean())
+            pred.clips.append(ClipScore(int(idx[s]), int(idx[s + T - 1]), mid / fps if fps > 0 else math.nan,
+                                        float(p), f))
+        pred.face_probs.append(float(np.mean(probs)))
+    pred.status, pred.fake_prob = "ok", max(pred.face_probs)
+    return pred, faces, list(scored[0][0])
 
 
 # --------------------------------------------------------------------------- outputs
-def plot_prediction(png: Path, pred: Prediction, clip, starts: list[int], num_frames: int) -> None:
-    """A face crop (the middle frame of the most fake-looking clip) next to the clips' fake
-    probability over time, the video score and the 0.5 line.
+def plot_prediction(png: Path, pred: Prediction, faces: list, starts: list[int], num_frames: int) -> None:
+    """A thumbnail per face track (the middle frame of its most fake-looking clip, with its score)
+    next to the clips' fake probability over time (one line per face), the video score and the 0.5 line.
 
     Args:
         png: output file.
         pred: a scored prediction.
-        clip: its :class:`~stfmamba.data.preprocess.FaceClip`.
-        starts: each clip's first index into ``clip.frames``.
+        faces: its :class:`~stfmamba.data.preprocess.FaceClip` s (face 0 first).
+        starts: each clip's first index into a face's ``frames``.
         num_frames: frames per clip.
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    probs = np.array([c.fake_prob for c in pred.clips])
+    n = len(faces)
     has_time = all(math.isfinite(c.time_s) for c in pred.clips)
-    xs = np.array([c.time_s if has_time else (c.start_frame + c.end_frame) / 2 for c in pred.clips])
-    idx = np.asarray(clip.frame_idx)
-    k = min(starts[int(np.argmax(probs))] + num_frames // 2, len(clip.frames) - 1)
-    face = clip.frames[k]
-    fig, (ax_img, ax) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [1, 2.6]})
-    ax_img.imshow(face)
-    ax_img.set_title(f"face, frame {idx[k]} (top clip)", fontsize=9)
-    ax_img.axis("off")
-    order = np.argsort(xs)
-    ax.plot(xs[order], probs[order], "o-", ms=3, lw=1, label="clip")
+    fig = plt.figure(figsize=(6.5 + 2.2 * n, 3.4))
+    grid = fig.add_gridspec(1, n + 1, width_ratios=[1] * n + [2.6])
+    ax = fig.add_subplot(grid[0, n])
+    for f, fc in enumerate(faces):
+        cl = [c for c in pred.clips if c.face == f]
+        probs = np.array([c.fake_prob for c in cl])
+        xs = np.array([c.time_s if has_time else (c.start_frame + c.end_frame) / 2 for c in cl])
+        k = min(starts[int(np.argmax(probs))] + num_frames // 2, len(fc.frames) - 1)
+        ax_img = fig.add_subplot(grid[0, f])
+        ax_img.imshow(fc.frames[k])
+        ax_img.set_title(f"face {f}: {pred.face_probs[f]:.3f}\nframe {np.asarray(fc.frame_idx)[k]} (top clip)",
+                         fontsize=9)
+        ax_img.axis("off")
+        order = np.argsort(xs)
+        ax.plot(xs[order], probs[order], "o-", ms=3, lw=1, label=f"face {f} clips")
     ax.axhline(pred.fake_prob, color="tab:red", lw=1.2, label=f"video {pred.fake_prob:.3f}")
     ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
     ax.set_ylim(-0.02, 1.02)
@@ -241,7 +252,8 @@ def plot_prediction(png: Path, pred: Prediction, clip, starts: list[int], num_fr
     ax.set_ylabel("fake probability")
     ax.legend(loc="upper right", fontsize=8)
     verdict = "fake" if pred.fake_prob >= 0.5 else "real"
-    fig.suptitle(f"{Path(pred.path).name}: P(fake) = {pred.fake_prob:.3f} ({verdict} at 0.5)", fontsize=10)
+    fig.suptitle(f"{Path(pred.path).name}: P(fake) = {pred.fake_prob:.3f} ({verdict} at 0.5; max over "
+                 f"{n} face{'s' if n > 1 else ''})", fontsize=10)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
@@ -254,17 +266,20 @@ def write_outputs(out: Path, preds: list[Prediction], header: dict[str, Any]) ->
     import pandas as pd
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"video": p.video, "path": p.path, "status": p.status, "reason": p.reason, "fake_prob": p.fake_prob,
-             "n_clips": len(p.clips), "plot": p.plot or ""} for p in preds]
-    pd.DataFrame(rows, columns=["video", "path", "status", "reason", "fake_prob", "n_clips", "plot"]).to_csv(
+             "n_clips": len(p.clips), "plot": p.plot or "", "faces": len(p.face_probs),
+             "face_probs": ";".join(f"{x:.6f}" for x in p.face_probs)} for p in preds]
+    pd.DataFrame(rows, columns=["video", "path", "status", "reason", "fake_prob", "n_clips", "plot", "faces",
+                                "face_probs"]).to_csv(
         out / "predictions.csv", index=False, na_rep="")
     clip_rows = [{"video": p.video, "clip": i, **dataclasses.asdict(c)} for p in preds for i, c in enumerate(p.clips)]
-    pd.DataFrame(clip_rows, columns=["video", "clip", "start_frame", "end_frame", "time_s", "fake_prob"]).to_csv(
+    pd.DataFrame(clip_rows, columns=["video", "clip", "start_frame", "end_frame", "time_s", "fake_prob", "face"]).to_csv(
         out / "clips.csv", index=False, na_rep="")
 
     def plain(c: ClipScore) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in dataclasses.asdict(c).items()}
     videos = [{"video": p.video, "path": p.path, "status": p.status, "reason": p.reason, "fake_prob": p.fake_prob,
-               "n_clips": len(p.clips), "plot": p.plot, "clips": [plain(c) for c in p.clips]} for p in preds]
+               "n_clips": len(p.clips), "plot": p.plot, "face_probs": p.face_probs,
+               "clips": [plain(c) for c in p.clips]} for p in preds]
     (out / "predictions.json").write_text(json.dumps({**header, "videos": videos}, indent=2) + "\n")
 
 
@@ -321,15 +336,16 @@ def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
     out = Path(args.out)
     preds = []
     for path, name in zip(videos, _unique_names(videos)):
-        pred, clip, starts = predict_video(path, name, pre, scorer)
+        pred, faces, starts = predict_video(path, name, pre, scorer)
         if pred.status == "ok":
             png = out / f"{name}.png"
             try:
-                plot_prediction(png, pred, clip, starts, scorer.spec.num_frames)
+                plot_prediction(png, pred, faces, starts, scorer.spec.num_frames)
                 pred.plot = png.name
             except Exception as err:  # noqa: BLE001 - the score stands; the missing plot is reported
                 print(f"{prog}: {path}: plot not written ({type(err).__name__}: {err})", file=sys.stderr)
-            print(f"{pred.fake_prob:.4f}  {path}  ({len(pred.clips)} clips)")
+            print(f"{pred.fake_prob:.4f}  {path}  ({len(pred.clips)} clips, {len(pred.face_probs)} "
+                  f"face{'s' if len(pred.face_probs) > 1 else ''})")
         else:
             print(f"{prog}: {path}: not scored: {pred.reason}", file=sys.stderr)
         preds.append(pred)
@@ -337,7 +353,7 @@ def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
               "describe": meta.get("describe"), "preprocess": meta["input"]["preprocess"],
               "clip": {"num_frames": scorer.spec.num_frames, "img_size": scorer.spec.img_size,
                        "clips_per_video": scorer.spec.clips_per_video},
-              "score": "video fake_prob = mean over clips of softmax(logits)[1]"}
+              "score": "video fake_prob = max over face tracks of the mean over its clips of softmax(logits)[1]"}
     write_outputs(out, preds, header)
     n_bad = sum(p.status != "ok" for p in preds)
     print(f"{len(preds) - n_bad}/{len(preds)} videos scored -> {out / 'predictions.csv'}, "

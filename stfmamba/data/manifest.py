@@ -6,7 +6,10 @@ to the dataset folder (``<method>/<video_id>.npz``), ``status`` is ``ok`` or ``f
 (fewer when a short video's runs overlap), ``run_starts`` lists the first source frame of each run
 (space separated) and ``decode_errors`` the broken packets / frames met while reading. Manifests
 written before these three columns existed are read with ``n_unique_frames = n_frames``,
-``decode_errors = 0`` and empty ``run_starts``. A row is identified by ``(method, video_id)``: FF++
+``decode_errors = 0`` and empty ``run_starts``. ``faces`` is the number of face tracks kept
+(``preprocess.max_faces``; 0 for a failed video) and ``extra_npz`` the ``;``-joined npz paths of the
+faces other than the primary one (``<method>/<video_id>__face1.npz;...``; empty with one face);
+manifests written before them are read with ``faces = 1`` (``0`` when failed) and no extras. A row is identified by ``(method, video_id)``: FF++
 reuses ``<target>_<source>`` ids across methods and the demo reuses the real's id for each of its
 manipulations.
 
@@ -23,11 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["COLUMNS", "MANIFEST", "read_manifest", "write_manifest", "load_npz", "save_npz",
+__all__ = ["COLUMNS", "MANIFEST", "read_manifest", "write_manifest", "face_npz", "load_npz", "save_npz",
            "shard_name", "merge_shards", "ManifestError"]
 
 COLUMNS = ["video_id", "dataset", "split", "method", "label", "src_path", "npz", "status", "reason",
-           "n_frames", "src_hash", "params_hash", "n_unique_frames", "decode_errors", "run_starts"]
+           "n_frames", "src_hash", "params_hash", "n_unique_frames", "decode_errors", "run_starts", "faces",
+           "extra_npz"]
 MANIFEST = "manifest.csv"
 NPZ_KEYS = ("frames", "landmarks", "boxes", "frame_idx", "metadata")
 
@@ -39,7 +43,7 @@ class ManifestError(RuntimeError):
 def _dtypes() -> dict[str, Any]:
     return {"video_id": str, "dataset": str, "split": str, "method": str, "label": int, "src_path": str,
             "npz": str, "status": str, "reason": str, "n_frames": int, "src_hash": str, "params_hash": str,
-            "n_unique_frames": int, "decode_errors": int, "run_starts": str}
+            "n_unique_frames": int, "decode_errors": int, "run_starts": str, "extra_npz": str}
 
 
 def read_manifest(dataset_dir: str | Path, name: str = MANIFEST) -> pd.DataFrame:
@@ -58,11 +62,21 @@ def read_manifest(dataset_dir: str | Path, name: str = MANIFEST) -> pd.DataFrame
     df = pd.read_csv(path, dtype={k: v for k, v in _dtypes().items() if k in header}, keep_default_na=False)
     if "n_unique_frames" not in df.columns and "n_frames" in df.columns:
         df["n_unique_frames"] = df["n_frames"]
-    df = df.assign(**{c: default for c, default in (("decode_errors", 0), ("run_starts", "")) if c not in df.columns})
+    df = df.assign(**{c: default for c, default in (("decode_errors", 0), ("run_starts", ""), ("extra_npz", ""))
+                      if c not in df.columns})
+    ok = (df["status"] == "ok").astype(int) if "status" in df.columns else 1
+    faces = pd.to_numeric(df["faces"], errors="coerce") if "faces" in df.columns else None
+    df["faces"] = ok if faces is None else faces.fillna(ok).astype(int)   # empty cell (a row without it): default
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(f"{path}: columns {missing} missing; re-run the preprocess stage")
     return df[COLUMNS]
+
+
+def face_npz(row: Any) -> list[str]:
+    """The npz paths of every face of a manifest row: the primary one first, then ``extra_npz``."""
+    extra = str(row.get("extra_npz", "") if hasattr(row, "get") else "")
+    return [str(row["npz"])] + [e for e in extra.split(";") if e]
 
 
 def write_manifest(df: pd.DataFrame, dataset_dir: str | Path, name: str = MANIFEST) -> Path:

@@ -8,6 +8,15 @@ each run gets one square crop box around all of its landmarks plus ``margin`` (a
 motion of its own, which matters to a detector of temporal artefacts); crops are resized to
 ``crop_size`` and landmarks mapped into crop pixels.
 
+Every face (:func:`process_faces`, ``max_faces > 1``): face 0 is the primary face above, computed
+exactly as with ``max_faces = 1`` (training uses it); the other faces the detector finds on the
+runs' first frames are linked into tracks across runs (:func:`~stfmamba.data.faces.link_tracks`)
+and cropped the same way. A face track lost within a run (:func:`~stfmamba.data.faces.lost_at`)
+is recorded in ``track_breaks``; for an extra face, that run, and a run where it was not detected,
+is **filled** with a copy of its nearest good run (``filled_runs``; repeated frames, as for short
+videos), and a track good in fewer than half of the runs is **dropped** (recorded too). The
+primary face's breaks are recorded only: its crops are today's.
+
 The dataset driver (:func:`preprocess_dataset`) fans videos out to worker processes with a tqdm
 bar, writes every npz atomically, records one manifest row per video (``ok`` or ``failed`` with a
 reason: one bad video never stops the stage; a worker that dies, e.g. a segfault in a native
@@ -24,7 +33,7 @@ import os
 import signal
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -36,12 +45,13 @@ from tqdm import tqdm
 
 from stfmamba.config import PreprocessConfig
 from stfmamba.data.adapters.base import VideoRow
-from stfmamba.data.faces import FaceError, RunTracker, crop_square, square_box
+from stfmamba.data.faces import FaceError, RunTracker, crop_square, follow_run, link_tracks, lost_at, square_box
 from stfmamba.data.manifest import (COLUMNS, ManifestError, merge_shards, read_manifest, save_npz,
                                     shard_name, write_manifest)
 from stfmamba.data.video import VideoError, read_clip
 
-__all__ = ["PREPROCESS_VERSION", "CRASH_ENV", "FaceClip", "process_video", "params_hash", "src_hash", "in_shard",
+__all__ = ["PREPROCESS_VERSION", "CRASH_ENV", "FaceClip", "process_video", "process_faces", "extra_npz_name",
+           "params_hash", "src_hash", "in_shard",
            "preprocess_dataset", "PreprocessSummary"]
 
 PREPROCESS_VERSION = 2   # bump when the output of process_video changes for the same params (2: timestamp
@@ -69,11 +79,16 @@ class FaceClip:
     decode_errors: int      # broken packets / frames met and skipped while reading
     rotation: int           # display rotation applied (degrees counter-clockwise)
     variable_rate: bool     # the source has a variable frame rate
+    face: int = 0           # track number: 0 = the primary (largest) face, 1.. the others by size
+    track_breaks: list[dict] = field(default_factory=list)   # {"face", "run", "frame", "action"} (max_faces > 1)
+    filled_runs: list[int] = field(default_factory=list)     # runs copied from the nearest good run (extra faces)
 
 
 def params_hash(cfg: PreprocessConfig) -> str:
     """Hash of the params that change the output (not workers / shards)."""
-    blob = json.dumps({k: getattr(cfg, k) for k in _HASHED_FIELDS} | {"version": PREPROCESS_VERSION}, sort_keys=True)
+    extra = {"max_faces": cfg.max_faces} if cfg.max_faces != 1 else {}   # 1 = the single-face output: same hash
+    blob = json.dumps({k: getattr(cfg, k) for k in _HASHED_FIELDS} | {"version": PREPROCESS_VERSION} | extra,
+                      sort_keys=True)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
@@ -99,11 +114,11 @@ def in_shard(row: VideoRow, shard_index: int, num_shards: int) -> bool:
 
 
 def process_video(path: str | Path, cfg: PreprocessConfig) -> FaceClip:
-    """Sample, detect, landmark and crop one video.
+    """Sample, detect, landmark and crop the primary (largest) face of one video.
 
     Args:
         path: the video file.
-        cfg: preprocessing params.
+        cfg: preprocessing params (``max_faces`` is ignored: one face).
 
     Returns:
         a :class:`FaceClip` with ``N = num_segments * frames_per_segment`` frames.
@@ -112,27 +127,106 @@ def process_video(path: str | Path, cfg: PreprocessConfig) -> FaceClip:
         VideoError: missing / unreadable / too_short.
         FaceError: no_face.
     """
+    return process_faces(path, cfg, max_faces=1)[0]
+
+
+def _crop_run(frames: np.ndarray, lm: np.ndarray, margin: float, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One still square box around a run's landmarks ``(L, 68, 2)``: crops ``(L, S, S, 3)``, crop-pixel
+    landmarks and the box."""
+    box = square_box(lm, margin)                                # one still box per run
+    scale = S / float(box[2] - box[0])
+    crops = np.stack([crop_square(f, box, S) for f in frames])
+    return crops, (lm - box[:2]) * scale, box                   # landmarks in crop pixels
+
+
+def process_faces(path: str | Path, cfg: PreprocessConfig, max_faces: int | None = None) -> list[FaceClip]:
+    """Sample, detect, landmark and crop every face of one video (at most ``max_faces``).
+
+    Args:
+        path: the video file.
+        cfg: preprocessing params.
+        max_faces: cap on the faces kept (default ``cfg.max_faces``); 1 = the primary face only.
+
+    Returns:
+        ``[primary, face 1, ...]``: :class:`FaceClip` s of ``N`` frames each; the primary is exactly
+        :func:`process_video`'s output, the others ordered by face size (largest first).
+
+    Raises:
+        VideoError: missing / unreadable / too_short.
+        FaceError: no_face (no primary face).
+    """
+    max_faces = cfg.max_faces if max_faces is None else max_faces
     clip = read_clip(path, cfg.num_segments, cfg.frames_per_segment, cfg.min_frames)
     frames = clip.frames
     tracker = RunTracker(cfg.detect_scale, cfg.min_face_px)
     L = cfg.frames_per_segment
     S = cfg.crop_size
+    R = cfg.num_segments
     crops = np.empty((len(frames), S, S, 3), np.uint8)
     lms = np.empty((len(frames), 68, 2), np.float32)
     boxes = np.empty((len(frames), 4), np.float32)
-    for r in range(cfg.num_segments):
+    run_boxes, prim_boxes, breaks = [], [], []
+    for r in range(R):
         sl = slice(r * L, (r + 1) * L)
-        lm, _ = tracker.run(frames[sl])                         # (L, 68, 2) source pixels
-        box = square_box(lm, cfg.margin)                        # one still box per run
-        scale = S / float(box[2] - box[0])
-        for k, t in enumerate(range(sl.start, sl.stop)):
-            crops[t] = crop_square(frames[t], box, S)
-        lms[sl] = (lm - box[:2]) * scale                        # crop pixels
-        boxes[sl] = box
+        lm, det = tracker.run(frames[sl])                       # (L, 68, 2) source pixels
+        crops[sl], lms[sl], boxes[sl] = _crop_run(frames[sl], lm, cfg.margin, S)
+        if max_faces > 1:
+            run_boxes.append(tracker.last_boxes)
+            prim_boxes.append(det[0])
+            t = lost_at(frames[sl], lm, det)
+            if t is not None:
+                breaks.append({"face": 0, "run": r, "frame": int(clip.frame_idx[sl.start + t]), "action": "kept"})
     if not np.isfinite(lms).all():
         raise FaceError("bad_landmarks", "non-finite landmarks")
-    return FaceClip(crops, lms, boxes, clip.frame_idx, clip.fps, clip.n_src_frames, clip.run_starts,
-                    clip.n_unique_frames, clip.decode_errors, clip.rotation, clip.variable_rate)
+    common = dict(fps=clip.fps, n_src_frames=clip.n_src_frames, run_starts=clip.run_starts,
+                  decode_errors=clip.decode_errors, rotation=clip.rotation, variable_rate=clip.variable_rate)
+    out = [FaceClip(crops, lms, boxes, clip.frame_idx, n_unique_frames=clip.n_unique_frames, **common)]
+    if max_faces <= 1:
+        return out
+
+    # other faces: tracks detected in at least half the runs, largest first
+    side = lambda b: float(b[2] - b[0])  # noqa: E731
+    tracks = [t for t in link_tracks(run_boxes, prim_boxes) if 2 * len(t) >= R]
+    tracks.sort(key=lambda t: -np.mean([side(b) for b in t.values()]))
+    for track in tracks:
+        if len(out) >= max_faces:
+            break
+        face = len(out)
+        good: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        face_breaks = []
+        for r, det_box in sorted(track.items()):
+            sl = slice(r * L, (r + 1) * L)
+            lm, det = follow_run(frames[sl], det_box)
+            t = lost_at(frames[sl], lm, det)
+            if t is not None or not np.isfinite(lm).all():
+                face_breaks.append({"face": face, "run": r, "frame": int(clip.frame_idx[sl.start + (t or 0)]),
+                                    "action": "filled"})
+                continue
+            good[r] = _crop_run(frames[sl], lm, cfg.margin, S)
+        if 2 * len(good) < R:   # unreliable: dropped (its breaks are still recorded)
+            breaks += [b | {"action": "dropped"} for b in face_breaks]
+            continue
+        breaks += face_breaks
+        f_crops, f_lms = np.empty_like(crops), np.empty_like(lms)
+        f_boxes, f_idx = np.empty_like(boxes), np.array(clip.frame_idx).copy()
+        filled = []
+        for r in range(R):
+            src = min(good, key=lambda g: (abs(g - r), g))       # nearest good run (earlier on ties)
+            if src != r:
+                filled.append(r)
+            sl, ssl = slice(r * L, (r + 1) * L), slice(src * L, (src + 1) * L)
+            f_crops[sl], f_lms[sl], f_boxes[sl] = good[src][0], good[src][1], good[src][2]
+            f_idx[sl] = np.asarray(clip.frame_idx)[ssl]
+        out.append(FaceClip(f_crops, f_lms, f_boxes, f_idx, n_unique_frames=int(len(np.unique(f_idx))), face=face,
+                            filled_runs=filled, **common))
+    for fc in out:
+        fc.track_breaks = breaks
+    return out
+
+
+def extra_npz_name(npz_rel: str, face: int) -> str:
+    """Relative npz path of extra face ``face`` (>= 1) of the video whose primary npz is ``npz_rel``."""
+    return f"{npz_rel[:-len('.npz')]}__face{face}.npz"
 
 
 # --------------------------------------------------------------------------- dataset driver
@@ -145,27 +239,47 @@ def _job(row: dict[str, Any], npz_path: str, cfg_dict: dict[str, Any]) -> dict[s
     """Process one video, write its npz, return its manifest row (never raises)."""
     cfg = PreprocessConfig(**cfg_dict)
     try:
-        clip = process_video(row["src_path"], cfg)
+        faces = process_faces(row["src_path"], cfg)
+        clip = faces[0]
         meta = {"video_id": row["video_id"], "src_path": row["src_path"], "fps": clip.fps,
                 "n_src_frames": clip.n_src_frames, "method": row["method"], "label": row["label"],
                 "params_hash": row["params_hash"], "src_hash": row["src_hash"],
                 "n_unique_frames": clip.n_unique_frames, "run_starts": clip.run_starts,
                 "decode_errors": clip.decode_errors, "rotation": clip.rotation,
                 "variable_frame_rate": clip.variable_rate}
+        if cfg.max_faces > 1:   # max_faces = 1: exactly the single-face npz
+            meta |= {"face": 0, "faces": len(faces), "track_breaks": clip.track_breaks}
         save_npz(npz_path, clip.frames, clip.landmarks, clip.boxes, clip.frame_idx, meta)
+        extras = []
+        for fc in faces[1:]:
+            rel = extra_npz_name(row["npz"], fc.face)
+            save_npz(extra_npz_name(npz_path, fc.face), fc.frames, fc.landmarks, fc.boxes, fc.frame_idx,
+                     meta | {"face": fc.face, "n_unique_frames": fc.n_unique_frames, "filled_runs": fc.filled_runs})
+            extras.append(rel)
+        _remove_stale_extras(npz_path, len(faces))
         return row | {"status": "ok", "reason": "", "n_frames": int(len(clip.frames)),
                       "n_unique_frames": clip.n_unique_frames, "decode_errors": clip.decode_errors,
-                      "run_starts": " ".join(map(str, clip.run_starts))}
+                      "run_starts": " ".join(map(str, clip.run_starts)), "faces": len(faces),
+                      "extra_npz": ";".join(extras)}
     except (VideoError, FaceError) as err:
         reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
     except Exception as err:  # noqa: BLE001 - one bad video must never stop the stage
         reason = f"error: {type(err).__name__}: {err}"
+    _remove_stale_extras(npz_path, 1)
     return _failed(row, reason)
+
+
+def _remove_stale_extras(npz_path: str, n_faces: int) -> None:
+    """Delete ``<video>__face<k>.npz`` files of an earlier run for ``k >= n_faces``."""
+    k = max(n_faces, 1)
+    while Path(extra_npz_name(npz_path, k)).is_file():   # extras are numbered 1, 2, ... without gaps
+        Path(extra_npz_name(npz_path, k)).unlink(missing_ok=True)
+        k += 1
 
 
 def _failed(row: dict[str, Any], reason: str) -> dict[str, Any]:
     return row | {"status": "failed", "reason": reason.replace("\n", " ")[:300], "n_frames": 0,
-                  "n_unique_frames": 0, "decode_errors": 0, "run_starts": ""}
+                  "n_unique_frames": 0, "decode_errors": 0, "run_starts": "", "faces": 0, "extra_npz": ""}
 
 
 def _worker_main(conn) -> None:
@@ -314,13 +428,14 @@ def preprocess_dataset(name: str, rows: Iterable[VideoRow], cfg: PreprocessConfi
         rec = {"video_id": r.video_id, "dataset": name, "split": r.split, "method": r.method, "label": int(r.label),
                "src_path": str(r.path), "npz": npz_rel, "status": "", "reason": "", "n_frames": 0,
                "src_hash": src_hash(r.path), "params_hash": phash, "n_unique_frames": 0, "decode_errors": 0,
-               "run_starts": ""}
+               "run_starts": "", "faces": 0, "extra_npz": ""}
         old = previous.get((r.method, r.video_id))
         if (old is not None and old["src_hash"] == rec["src_hash"] and old["params_hash"] == phash
                 and old["src_path"] == rec["src_path"]
                 # a failure from our own code ("error: ...") is retried; a bad video is not
                 and ((old["status"] == "failed" and not str(old["reason"]).startswith("error"))
-                     or (out_dir / npz_rel).is_file())):
+                     or ((out_dir / npz_rel).is_file()
+                         and all((out_dir / e).is_file() for e in str(old.get("extra_npz", "")).split(";") if e)))):
             done[(r.method, r.video_id)] = old | {"split": r.split, "label": int(r.label)}
         else:
             todo.append((rec, str(out_dir / npz_rel)))

@@ -4,8 +4,11 @@ A video's clips are the non-overlapping ``num_frames`` windows of each of its ru
 (:meth:`stfmamba.data.clips.ClipSpec.starts`), at most ``clips_per_video`` of them, evenly spaced.
 Each clip becomes model input through the crop contract of :mod:`stfmamba.data.clips` — the very
 functions the training dataset uses (:func:`~stfmamba.data.clips.clip_tensor` in the loader,
-uint8; :func:`~stfmamba.data.clips.normalize_clips` on the device). The video score is the mean
-fake probability (softmax class 1) over its clips.
+uint8; :func:`~stfmamba.data.clips.normalize_clips` on the device). The video score is SBI's
+protocol: the mean fake probability (softmax class 1) over the clips of each face track, max over
+the video's faces (the manifest's ``npz`` and ``extra_npz``, :func:`~stfmamba.data.manifest.face_npz`;
+one face: the mean over its clips). ``face_scores`` lists the per-face means (``;``-joined, face 0
+first) and each clip row names its ``face``. A video one of whose faces cannot be scored fails.
 
 Every clip is also scored as a **static clip** (its first frame repeated ``T`` times,
 :func:`~stfmamba.data.clips.static_clips`): ``static_score`` per clip and per video. The AUC on
@@ -32,12 +35,13 @@ from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
 from stfmamba.data.clips import ClipSpec, clip_tensor, normalize_clips, static_clips
-from stfmamba.data.manifest import load_npz
+from stfmamba.data.manifest import face_npz, load_npz
 
 __all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "autocast_for", "score_videos"]
 
-VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "n_clips"]
-CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score"]  # row: index into videos
+VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "n_clips", "faces",
+                 "face_scores"]
+CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score", "face"]  # row: index into videos
 
 
 def video_clips(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
@@ -121,16 +125,17 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     videos = pd.DataFrame({
         "video_id": rows["video_id"].astype(str), "method": rows["method"].astype(str),
         "label": rows["label"].astype(int), "status": "ok", "reason": "", "score": np.nan,
-        "static_score": np.nan, "n_clips": 0})
+        "static_score": np.nan, "n_clips": 0, "faces": 0, "face_scores": ""})
     bad = rows["status"].astype(str) != "ok"
     videos.loc[bad, "status"] = "failed"
     videos.loc[bad, "reason"] = [f"preprocess: {r}" if r else "preprocess failed" for r in rows.loc[bad, "reason"].astype(str)]
-    todo = [i for i in range(len(rows)) if not bad[i]]
-    data = _VideoClips([Path(dataset_dir) / str(rows.at[i, "npz"]) for i in todo], spec)
+    todo = [(i, f, npz) for i in range(len(rows)) if not bad[i] for f, npz in enumerate(face_npz(rows.loc[i]))]
+    data = _VideoClips([Path(dataset_dir) / npz for _, _, npz in todo], spec)
     loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=num_workers)
-    clip_rows: list[tuple[int, str, str, int, int, float, float]] = []
-    per_video: dict[int, list[tuple[float, float]]] = {}
-    buf: list[tuple[int, int, torch.Tensor]] = []  # (video row, clip start, (3,T,H,W) uint8)
+    clip_rows: list[tuple[int, str, str, int, int, float, float, int]] = []
+    per_face: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    face_err: dict[int, list[str]] = {}
+    buf: list[tuple[int, int, int, torch.Tensor]] = []  # (video row, face, clip start, (3,T,H,W) uint8)
     starts = spec.starts()
     with_static = spec.num_frames > 1   # T = 1: the static clip is the clip
 
@@ -142,32 +147,41 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     def flush() -> None:
         if not buf:
             return
-        x = normalize_clips(torch.stack([c for _, _, c in buf]).to(device))  # (B, 3, T, H, W) float
+        x = normalize_clips(torch.stack([c for *_, c in buf]).to(device))  # (B, 3, T, H, W) float
         prob = fake_prob(x)
         static = fake_prob(static_clips(x)) if with_static else prob
-        for (v, s, _), p, q in zip(buf, prob, static):
-            per_video.setdefault(v, []).append((float(p), float(q)))
+        for (v, f, s, _), p, q in zip(buf, prob, static):
+            per_face.setdefault((v, f), []).append((float(p), float(q)))
             clip_rows.append((v, videos.at[v, "video_id"], videos.at[v, "method"], int(videos.at[v, "label"]), s,
-                              float(p), float(q)))
+                              float(p), float(q), f))
         buf.clear()
 
     for j, clips, err in tqdm(loader, total=len(data), desc="evaluate", disable=not progress, leave=False):
-        v = todo[j]
+        v, f, _ = todo[j]
         if clips is None:
-            videos.at[v, "status"], videos.at[v, "reason"] = "failed", err
+            face_err.setdefault(v, []).append(err if f == 0 else f"face {f}: {err}")
             continue
         for s, c in zip(starts, clips):
-            buf.append((v, s, c))
+            buf.append((v, f, s, c))
             if len(buf) >= batch_size:
                 flush()
     flush()
-    for v, probs in per_video.items():
-        p = np.asarray(probs)   # (K, 2): real clip, static clip
-        if not np.all(np.isfinite(p)):
+    faces_of: dict[int, list[int]] = {}
+    for v, f, _ in todo:
+        faces_of.setdefault(v, []).append(f)
+    for v, fs in faces_of.items():
+        if v in face_err:
+            videos.at[v, "status"], videos.at[v, "reason"] = "failed", "; ".join(face_err[v])
+            continue
+        p = [np.asarray(per_face[(v, f)]) for f in fs]   # per face (K, 2): real clip, static clip
+        if not all(np.all(np.isfinite(q)) for q in p):
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "non-finite model output"
             continue
-        videos.at[v, "score"], videos.at[v, "static_score"] = float(p[:, 0].mean()), float(p[:, 1].mean())
-        videos.at[v, "n_clips"] = len(p)
+        means = np.stack([q.mean(0) for q in p])          # (F, 2): mean over clips of each face
+        videos.at[v, "score"], videos.at[v, "static_score"] = float(means[:, 0].max()), float(means[:, 1].max())
+        videos.at[v, "n_clips"] = int(sum(len(q) for q in p))
+        videos.at[v, "faces"] = len(fs)
+        videos.at[v, "face_scores"] = ";".join(f"{m:.6f}" for m in means[:, 0])
     clips_df = pd.DataFrame(clip_rows, columns=CLIP_COLUMNS)
     failed_rows = set(np.nonzero((videos["status"] != "ok").to_numpy())[0].tolist())
     clips_df = clips_df[~clips_df["row"].isin(failed_rows)].reset_index(drop=True)

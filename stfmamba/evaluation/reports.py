@@ -11,8 +11,9 @@ Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
                          "n_real": {..}, "n_fake": {..},                scored videos
                          "videos": {"total", "scored", "failed"}}
                         -> ``dvc metrics diff`` rows ``auc.<method>``, ``static_auc.overall``, ...
-    out/scores.csv      one row per video: video_id, method, label, status, reason, score, static_score, n_clips
-    out/clips.csv       one row per scored clip (score, static_score)
+    out/scores.csv      one row per video: video_id, method, label, status, reason, score, static_score, n_clips,
+                        faces, face_scores (score = max over faces of the mean over clips; face_scores "0.12;0.87")
+    out/clips.csv       one row per scored clip (score, static_score, face; clip_auc uses every face's clips)
     out/failures.csv    the videos that could not be scored and why (also printed)
     out/roc/<name>.csv  ROC curve (fpr, tpr, threshold) per method / dataset -> ``dvc plots`` lines
     out/auc.csv         name, auc -> ``dvc plots`` horizontal bars

@@ -9,6 +9,9 @@ what the model sees (``preprocess.crop_size``, ``preprocess.margin``) must match
 change how faces are found or how many clips there are (``detect_scale``, ``num_segments``,
 ``frames_per_segment``) may differ, with a warning. The clip geometry (``num_frames``,
 ``img_size``) is the model file's own config.
+
+Every face track of a video listed in the manifest (``npz`` + ``extra_npz``) is scored; the video's
+score is the max over its faces of the mean over clips (:func:`~stfmamba.evaluation.engine.score_videos`).
 """
 from __future__ import annotations
 

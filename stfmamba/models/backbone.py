@@ -36,14 +36,16 @@ class ConvStem(nn.Module):
 
 
 class TimmTrunk(nn.Module):
-    """A light conv for the wavelet branch plus the stride-4 features of a timm CNN for stage 1.
+    """A light conv for the wavelet branch plus the stride-``stride`` features of a timm CNN for stage 1.
 
     Any timm model that supports ``features_only`` works (ConvNeXt V2's first stage, ResNet's
-    ``layer1``, EfficientNet's stride-4 block, ...): the feature level whose reduction is 4 is
-    picked from ``feature_info``, so only the layers up to it are built and run.
+    ``layer1`` at stride 4 or ``layer2`` at stride 8, EfficientNet's blocks, ...): the feature level
+    whose reduction is ``stride`` is picked from ``feature_info``. A deeper trunk (``trunk_stride`` 8
+    or 16) gives the video model a per-frame CNN as strong as the frame baseline's, with the wavelet
+    branch and the temporal stages on top.
     """
 
-    def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int) -> None:
+    def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int, stride: int = 4) -> None:
         super().__init__()
         import timm
 
@@ -56,10 +58,10 @@ class TimmTrunk(nn.Module):
         except Exception as err:  # timm raises several types for models without features_only
             raise ValueError(f"model.spatial_backbone={name!r}: timm cannot build it with features_only "
                              f"({type(err).__name__}: {err}); pick a CNN such as resnet18 or convnextv2_atto") from None
-        level = [i for i, r in enumerate(info.reduction()) if r == 4]
+        level = [i for i, r in enumerate(info.reduction()) if r == stride]
         if not level:
-            raise ValueError(f"model.spatial_backbone={name!r} has no stride-4 feature level "
-                             f"(reductions {info.reduction()}); pick a CNN with one (resnet18, convnextv2_atto, ...)")
+            raise ValueError(f"model.spatial_backbone={name!r} has no stride-{stride} feature level "
+                             f"(reductions {info.reduction()}); pick another CNN or model.trunk_stride")
         kwargs = dict(features_only=True, out_indices=(level[0],))
         if pretrained == "none":
             self.net = timm.create_model(name, pretrained=False, **kwargs)
@@ -85,7 +87,7 @@ class TimmTrunk(nn.Module):
         self.norm = LayerNormFp32(out_dim)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/4, W/4, out_dim)``."""
+        """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/s, W/s, out_dim)``."""
         s = F.gelu(self.conv1(frames))
-        trunk = self.net(frames)[0]                                   # (B·T, C0, H/4, W/4)
+        trunk = self.net(frames)[0]                                   # (B·T, C0, H/s, W/s)
         return s.permute(0, 2, 3, 1), self.norm(self.proj(trunk.permute(0, 2, 3, 1)))

@@ -9,7 +9,7 @@ from stfmamba.models import STFMamba, build_model
 from stfmamba.models.blocks import temporal_plan
 from stfmamba.models.losses import STFV8Loss
 
-SMALL = dict(img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
+SMALL = dict(spatial_backbone="none", trunk_stride=4, img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
              stage1_blocks=1, stage2_blocks=1, stage3_blocks=1, stage4_blocks=1, dwt_channels=4, d_state=4,
              headdim=8, drop_path_rate=0.1, dropout=0.1)
 
@@ -134,3 +134,26 @@ def test_frame_classifier_forward_backward(arch):
     total.backward()
     assert set(parts) == {"ce", "total"} and torch.isfinite(total)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_timm_trunk_at_stride_8_feeds_stage_1_at_h_over_8():
+    """The demo's video model: ResNet-18 up to layer2 per frame, then the STF stages (issue 10)."""
+    from stfmamba.config import ConfigError, ModelConfig
+    base = small(STFV8Config.phase_a())
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, spatial_backbone="resnet18", trunk_stride=8,
+                                                              img_size=64, stage1_dim=16))
+    model = build_model(cfg)
+    seen = {}
+    def hook(mod, inp, out):
+        seen["stage1"] = tuple(out.shape)
+    model.stages[0].register_forward_hook(hook)
+    x = torch.randn(2, 3, cfg.model.num_frames, 64, 64)
+    out = model(x)
+    out["logits"].sum().backward()
+    assert seen["stage1"][2:4] == (8, 8)                    # (B, T, H/8, W/8, C)
+    assert model.stem.net.feature_info.reduction()[-1] == 8  # only the layers up to stride 8 are built
+    assert out["logits"].shape == (2, 2) and torch.isfinite(out["hll_energy"]).all()
+    with pytest.raises(ConfigError, match="trunk_stride=8 needs a timm trunk"):
+        ModelConfig(trunk_stride=8)
+    with pytest.raises(ConfigError, match="img_size=32 must be at least"):
+        ModelConfig(spatial_backbone="resnet18", trunk_stride=8, img_size=32)

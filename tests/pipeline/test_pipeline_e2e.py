@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "demo": {"clip_frames": 16, "max_videos_per_split": 0},
     "preprocess": {"num_segments": 1, "frames_per_segment": 4, "crop_size": 32, "workers": 0},
-    "model": {"img_size": 32, "num_frames": 4, "stem_dim": 8, "stage1_dim": 8, "stage2_dim": 16, "stage3_dim": 16,
+    "model": {"spatial_backbone": "none", "trunk_stride": 4, "img_size": 32, "num_frames": 4, "stem_dim": 8, "stage1_dim": 8, "stage2_dim": 16, "stage3_dim": 16,
               "stage4_dim": 16, "dwt_channels": 4, "d_state": 4, "headdim": 8},
     "training": {"batch_size": 2, "epochs_phase_a": 1, "epochs_phase_b": 1, "warmup_epochs": 0, "num_workers": 0,
                  "clips_per_video": 1},
