@@ -111,6 +111,12 @@ def test_repro_writes_metrics_then_is_a_noop(project):
     assert len(clips) - 1 == 2 * frame["videos"]["scored"]              # baseline.eval_frames frames per video
     assert "demo_cross" in json.loads((proj / "metrics/eval_frame_cross.json").read_text())["auc"]
     assert json.loads((proj / "metrics/train_frame.json").read_text())["phase"] == "frame"
+    # every model and resume file the pipeline writes loads without unpickling code (issue 11)
+    import torch
+    written = sorted((proj / "models").glob("*.pt")) + sorted((proj / "checkpoints").rglob("*.pt"))
+    assert {p.name for p in written} >= {"phase_a.pt", "phase_b.pt", "frame.pt"}
+    for path in written:
+        assert isinstance(torch.load(path, map_location="cpu", weights_only=True), dict), path
 
     again = run(["dvc", "repro"], proj)
     assert _stages_run(again.stdout) == set()
