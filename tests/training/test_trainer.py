@@ -49,7 +49,11 @@ def test_two_epochs_lower_the_training_loss(tiny_dataset, tmp_path):
     loss = [float(r.split("\t")[1]) for r in
             (paths.live_dir / "plots" / "metrics" / "train" / "loss.tsv").read_text().split("\n")[1:] if r]
     assert len(loss) == 2 and loss[1] < loss[0]
-    assert 0.0 <= m["best_val_auc"] <= 1.0
+    val = [float(r.split("\t")[1]) for r in
+           (paths.live_dir / "plots" / "metrics" / "val" / "sbi_auc.tsv").read_text().split("\n")[1:] if r]
+    # training.select: best (the default) keeps the epoch with the highest SBI-val AUC
+    assert m["select"] == "best" and m["best_val_auc"] == pytest.approx(max(val))
+    assert m["best_epoch"] == 1 + val.index(max(val)) and m["last_val_auc"] == pytest.approx(val[-1])
     saved = json.loads(paths.metrics_out.read_text())
     assert saved["steps"] == 16 and saved["budget_stopped"] is False
     model, cfg, meta = load_model_file(paths.model_out)
@@ -63,6 +67,22 @@ def test_two_epochs_lower_the_training_loss(tiny_dataset, tmp_path):
     restored = torch.load(paths.model_out, weights_only=False)
     assert restored["meta"] == best["meta"]
     assert all(torch.equal(v, restored["model"][k]) for k, v in best["model"].items())
+
+
+@pytest.mark.parametrize("select, kept", [("last", 2), ("best", 1)])
+def test_select_keeps_the_last_or_the_best_epoch(tiny_dataset, tmp_path, monkeypatch, select, kept):
+    """``training.select: last`` (the demo's fixed schedule) saves the last epoch's model whatever its
+    SBI-val AUC; ``best`` the epoch with the highest. The validation AUC is forced to fall (0.9, then
+    0.6) so the two rules must pick different epochs."""
+    import stfmamba.training.trainer as trainer_mod
+    aucs = iter([0.9, 0.6])
+    monkeypatch.setattr(trainer_mod, "evaluate_sbi", lambda *a, **k: {"auc": next(aucs), "acc": 0.5, "n_clips": 2})
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), select=select, epochs_phase_a=2)
+    m, paths = _run(params, "a", tmp_path)
+    assert m["select"] == select and m["best_epoch"] == kept
+    assert m["best_val_auc"] == pytest.approx([0.9, 0.6][kept - 1]) and m["last_val_auc"] == pytest.approx(0.6)
+    _, _, meta = load_model_file(paths.model_out)
+    assert meta["epoch"] == kept - 1 and meta["val_auc"] == pytest.approx([0.9, 0.6][kept - 1])
 
 
 @pytest.mark.slow
