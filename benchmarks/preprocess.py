@@ -20,7 +20,6 @@ disagreement between the two as a fraction of the baseline's inter-ocular distan
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from stfmamba.config import PreprocessConfig, load_params
 from stfmamba.data import faces
 from stfmamba.data.preprocess import process_video
 from stfmamba.data.video import read_all, run_starts
+from stfmamba.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         err = np.linalg.norm(lm_p - lm_b, axis=-1).mean(-1) / iod                # (N,) per frame
         errors.append(err[np.isfinite(err)])
     errs = np.concatenate(errors)
-    n_frames = len(videos) * cfg.num_frames
-    res = {"videos": len(videos), "sampled_frames_per_video": cfg.num_frames,
+    n_frames = len(videos) * cfg.stored_frames
+    res = {"videos": len(videos), "sampled_frames_per_video": cfg.stored_frames,
            "detect_scale": cfg.detect_scale, "frames_compared": int(len(errs))}
     for name in ("project", "baseline"):
         res[name] = {"fps_wall": n_frames / wall[name], "fps_cpu": n_frames / cpu[name],
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     res["speedup_cpu"] = cpu["baseline"] / cpu["project"]
     res["landmark_error_iod_mean"] = float(errs.mean())
     res["landmark_error_iod_p95"] = float(np.percentile(errs, 95))
-    print(f"{len(videos)} demo videos x {cfg.num_frames} sampled frames ({cfg.num_segments} runs of "
+    print(f"{len(videos)} demo videos x {cfg.stored_frames} sampled frames ({cfg.num_segments} runs of "
           f"{cfg.frames_per_segment}), {n_frames} frames per side\n")
     print("| | sampled frames/s (wall) | s/video (wall) | frames/s (CPU) | s/video (CPU) |")
     print("|---|---|---|---|---|")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"landmark disagreement: mean {100 * res['landmark_error_iod_mean']:.2f} % of the inter-ocular distance "
           f"(95th percentile {100 * res['landmark_error_iod_p95']:.2f} %) over {len(errs)} frames")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        write_json(args.json, res, indent=1)
     return res
 
 

@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from stfmamba.config import ConfigError, load_params
-from stfmamba.data.demo import build_demo, contact_sheet
+from stfmamba.data.demo.cut import build_demo
+from stfmamba.data.demo.sheet import contact_sheet
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +26,7 @@ import pandas as pd  # noqa: E402
 from stfmamba.config import load_params  # noqa: E402
 from stfmamba.data.dataset import VideoSBIDataset  # noqa: E402
 from stfmamba.data.sbi import pair_statistics  # noqa: E402
+from stfmamba.io import atomic_path, write_json  # noqa: E402
 
 LABELS = {"dup": "duplicated pixels in texture", "block": "8x8 blockiness", "lap": "Laplacian variance",
           "bright": "mean luma", "noise": "median-filter residual"}
@@ -88,14 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     fig.suptitle(f"Video-SBI shortcut audit: {len(pairs)} pairs of {ds.dataset_dir.name}, before common augmentation",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:
+        fig.savefig(tmp, dpi=80)
     print(json.dumps(res, indent=1))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        write_json(args.json, res)
     print(f"wrote {args.out}")
 
 

@@ -11,7 +11,6 @@ and real and fake should carry the same common augmentation.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +25,7 @@ from stfmamba.data.clips import random_clip_start  # noqa: E402
 from stfmamba.data.dataset import sbi_config  # noqa: E402
 from stfmamba.data.manifest import load_npz, read_manifest  # noqa: E402
 from stfmamba.data.sbi import self_blend_clip  # noqa: E402
+from stfmamba.io import atomic_path  # noqa: E402
 
 
 def sample_rows(frames: np.ndarray, lms: np.ndarray, seed: int, features, qp: tuple[int, int]) -> list[np.ndarray]:
@@ -74,10 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     fig.suptitle(f"Video-SBI samples ({ddir.name}; drift={sbi_config(p.features).drift}, "
                  f"H.264={'on' if p.features.use_compression_aug else 'off'})", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:
+        fig.savefig(tmp, dpi=80)
     print(f"wrote {args.out}")
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from stfmamba.config import ConfigError, load_params
 from stfmamba.data.verify import verify
+from stfmamba.io import write_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verify: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    write_text(out, json.dumps(report, indent=1, sort_keys=True) + "\n")
     for name, rep in report["datasets"].items():
         print(f"{name}: {rep['videos']} videos, {rep['ok']} ok, {rep['failed']} failed {rep['failure_reasons'] or ''}")
         for split, methods in sorted(rep["splits"].items()):

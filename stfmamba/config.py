@@ -104,7 +104,9 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.shard_index={self.shard_index} must be < preprocess.num_shards={self.num_shards}")
 
     @property
-    def num_frames(self) -> int:
+    def stored_frames(self) -> int:
+        """Frames stored per video npz: ``num_segments * frames_per_segment`` (not a model clip's
+        length, which is ``model.num_frames``)."""
         return self.num_segments * self.frames_per_segment
 
 

@@ -12,7 +12,9 @@ files lying about. Every writer in the package goes through :func:`atomic_path`:
    left as it was.
 
 The temporary name keeps the target's suffix (``.a.npz`` → ``.a.npz.<random>.tmp.npz``) because
-some writers choose the format from it (``cv2.imwrite``, ``np.savez``, ``matplotlib``).
+some writers choose the format from it (``cv2.imwrite``, ``np.savez``, ``matplotlib``). The file
+gets the permissions a plain ``open()`` would give it (``0666`` minus the umask), not ``mkstemp``'s
+``0600``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+_UMASK = os.umask(0)   # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 __all__ = ["atomic_path", "atomic_open", "write_bytes", "write_text", "write_json", "fsync_path"]
 
@@ -65,6 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; give the file the mode open() would
     try:
         yield tmp
         if not tmp.exists():

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import warnings
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stfmamba.io import atomic_open, atomic_path, write_json
 
 __all__ = ["VIDEO_EXTENSIONS", "ClipScore", "Prediction", "collect_videos", "model_preprocess", "Scorer",
            "predict_video", "plot_prediction", "write_outputs", "main", "cli"]
@@ -255,8 +256,8 @@ def plot_prediction(png: Path, pred: Prediction, faces: list, starts: list[int],
     fig.suptitle(f"{Path(pred.path).name}: P(fake) = {pred.fake_prob:.3f} ({verdict} at 0.5; max over "
                  f"{n} face{'s' if n > 1 else ''})", fontsize=10)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -268,19 +269,20 @@ def write_outputs(out: Path, preds: list[Prediction], header: dict[str, Any]) ->
     rows = [{"video": p.video, "path": p.path, "status": p.status, "reason": p.reason, "fake_prob": p.fake_prob,
              "n_clips": len(p.clips), "plot": p.plot or "", "faces": len(p.face_probs),
              "face_probs": ";".join(f"{x:.6f}" for x in p.face_probs)} for p in preds]
-    pd.DataFrame(rows, columns=["video", "path", "status", "reason", "fake_prob", "n_clips", "plot", "faces",
-                                "face_probs"]).to_csv(
-        out / "predictions.csv", index=False, na_rep="")
+    with atomic_open(out / "predictions.csv", "w", newline="") as fh:
+        pd.DataFrame(rows, columns=["video", "path", "status", "reason", "fake_prob", "n_clips", "plot", "faces",
+                                    "face_probs"]).to_csv(fh, index=False, na_rep="")
     clip_rows = [{"video": p.video, "clip": i, **dataclasses.asdict(c)} for p in preds for i, c in enumerate(p.clips)]
-    pd.DataFrame(clip_rows, columns=["video", "clip", "start_frame", "end_frame", "time_s", "fake_prob", "face"]).to_csv(
-        out / "clips.csv", index=False, na_rep="")
+    with atomic_open(out / "clips.csv", "w", newline="") as fh:
+        pd.DataFrame(clip_rows, columns=["video", "clip", "start_frame", "end_frame", "time_s", "fake_prob",
+                                         "face"]).to_csv(fh, index=False, na_rep="")
 
     def plain(c: ClipScore) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in dataclasses.asdict(c).items()}
     videos = [{"video": p.video, "path": p.path, "status": p.status, "reason": p.reason, "fake_prob": p.fake_prob,
                "n_clips": len(p.clips), "plot": p.plot, "face_probs": p.face_probs,
                "clips": [plain(c) for c in p.clips]} for p in preds]
-    (out / "predictions.json").write_text(json.dumps({**header, "videos": videos}, indent=2) + "\n")
+    write_json(out / "predictions.json", {**header, "videos": videos})
 
 
 # --------------------------------------------------------------------------- command line

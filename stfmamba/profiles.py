@@ -6,16 +6,16 @@
     python -m stfmamba.profiles estimate             # measured step time -> training hours and cost
 
 A profile is ``profiles/<name>.yaml``: a partial ``params.yaml`` whose values replace (or add)
-the same keys; ``key: null`` removes a key (the demo profile drops the pod datasets that way). The rewrite is a round trip through ``ruamel.yaml``, so comments, key order and
-untouched values stay as they are; the result is validated with :func:`stfmamba.config.from_dict`
-before ``params.yaml`` is replaced (atomically). DVC tracks every value, so after ``apply`` a
+the same keys; ``key: null`` removes a key (the demo profile drops the pod datasets that way). The
+rewrite is a round trip through ``ruamel.yaml``, so comments, key order and untouched values stay as
+they are; the result is validated with :func:`stfmamba.config.from_dict` before ``params.yaml`` is
+replaced atomically (:func:`stfmamba.io.write_text`). DVC tracks every value, so after ``apply`` a
 ``dvc repro`` (or ``dvc exp run``) reruns exactly the stages whose params changed.
 """
 from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from stfmamba.config import ConfigError, Params, from_dict
+from stfmamba.io import write_text
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -107,9 +108,7 @@ def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_d
     except ConfigError as err:
         raise ConfigError(f"profile '{name}' would make {params_path} invalid: {err}") from None
     if changes and not dry_run:
-        tmp = params_path.with_name(f".{params_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, params_path)
+        write_text(params_path, text)
     return changes
 
 

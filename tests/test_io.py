@@ -57,3 +57,10 @@ def test_text_mode_only_whole_files(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with io.atomic_open(tmp_path / "a", "a"):
             pass
+
+
+def test_permissions_are_those_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    io.write_text(tmp_path / "atomic", "x")
+    assert (tmp_path / "atomic").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

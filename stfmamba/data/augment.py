@@ -1,10 +1,9 @@
 """Augmentations common to the real clip and its fake (so no augmentation is ever a label cue).
 
 * :func:`h264_roundtrip` — a real H.264 encode + decode of a whole clip at a fixed QP
-  (``use_compression_aug``, QP drawn in ``[qp_min, qp_max]``). Backends (registry
-  :data:`H264_BACKENDS`): ``pyav`` encodes and decodes in process with libx264 through PyAV codec
-  contexts (no container, no temp file); ``ffmpeg`` is the fallback — raw frames to a temp file,
-  one ffmpeg process (the imageio-ffmpeg binary) to encode, another to decode, read back.
+  (``use_compression_aug``, QP drawn in ``[qp_min, qp_max]``), in process with libx264 through
+  PyAV codec contexts (no container, no temp file). PyAV with libx264 is required (``pip install
+  av``; its wheels bundle it); there is no fallback.
 * :func:`build_pair_transform` — horizontal flip, colour jitter and JPEG with albumentations.
 * :func:`scale_jitter` — a mild random zoom and shift of the face crop (a random resized crop, so
   the crop margin of one dataset or detector is not learned).
@@ -14,12 +13,8 @@
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
 
 import albumentations as A
 import cv2
@@ -27,7 +22,7 @@ import numpy as np
 
 try:
     import av
-except ImportError:  # pragma: no cover - av is a runtime requirement, the ffmpeg fallback remains
+except ImportError:  # pragma: no cover - a requirement; h264_roundtrip says how to install it
     av = None
 
 H264_PRESET = "veryfast"   # x264 preset of the augmentation (speed vs realistic artefacts)
@@ -42,18 +37,33 @@ def _even_pad(frames: np.ndarray) -> tuple[np.ndarray, int, int]:
     return frames, h, w
 
 
-def h264_pyav(frames: np.ndarray, qp: int) -> np.ndarray:
-    """In-process libx264 round trip with PyAV codec contexts.
+def _check_libx264() -> None:
+    """PyAV with an FFmpeg that has libx264 is a hard requirement of the H.264 augmentation."""
+    if av is None:
+        raise RuntimeError("the H.264 augmentation needs PyAV: pip install av "
+                           "(its wheels bundle FFmpeg with libx264)")
+    if "libx264" not in av.codecs_available:
+        raise RuntimeError(f"PyAV {av.__version__} was built against an FFmpeg without the libx264 encoder: "
+                           "pip install --force-reinstall av (the PyPI wheels bundle libx264)")
+
+
+def h264_roundtrip(frames: np.ndarray, qp: int) -> np.ndarray:
+    """Encode and decode a clip with H.264 at a constant QP, in process (libx264 through PyAV).
+
+    Codec contexts only: no container, no temp file, no subprocess. RGB <-> I420 by OpenCV
+    (faster than swscale, and bit-exact).
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB.
         qp: constant quantiser (0 lossless … 51 worst).
 
     Returns:
-        ``(T, H, W, 3)`` uint8 RGB, the decoded clip.
+        ``(T, H, W, 3)`` uint8 RGB with real H.264 artefacts; same shape and frame count.
+
+    Raises:
+        RuntimeError: PyAV or its libx264 encoder is missing (the message says ``pip install av``).
     """
-    if av is None:
-        raise RuntimeError("PyAV is not installed: pip install av (or use the ffmpeg backend)")
+    _check_libx264()
     padded, h, w = _even_pad(frames)
     enc = av.CodecContext.create("libx264", "w")
     enc.width, enc.height = padded.shape[2], padded.shape[1]
@@ -77,51 +87,6 @@ def h264_pyav(frames: np.ndarray, qp: int) -> np.ndarray:
     return np.stack(out)[:, :h, :w]
 
 
-def h264_ffmpeg(frames: np.ndarray, qp: int) -> np.ndarray:
-    """Fallback round trip with the ffmpeg binary: temp raw file, encode process, decode process.
-
-    Same arguments and result as :func:`h264_pyav`.
-    """
-    import imageio_ffmpeg
-
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
-    padded, h, w = _even_pad(frames)
-    t, ph, pw, _ = padded.shape
-    with tempfile.TemporaryDirectory(prefix="stf_h264_") as tmp:
-        raw, mp4 = os.path.join(tmp, "in.rgb"), os.path.join(tmp, "clip.mp4")
-        padded.tofile(raw)
-        subprocess.run([exe, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{pw}x{ph}",
-                        "-r", "25", "-i", raw, "-c:v", "libx264", "-preset", H264_PRESET, "-qp", str(int(qp)),
-                        "-pix_fmt", "yuv420p", "-threads", "1", mp4], check=True)
-        dec = subprocess.run([exe, "-v", "error", "-i", mp4, "-f", "rawvideo", "-pix_fmt", "rgb24", "-threads", "1",
-                              "-"], check=True, capture_output=True).stdout
-    out = np.frombuffer(dec, np.uint8)
-    if out.size != padded.size:
-        raise RuntimeError(f"ffmpeg H.264 round trip returned {out.size} bytes for {padded.size}")
-    return out.reshape(padded.shape)[:, :h, :w].copy()
-
-
-H264_BACKENDS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"pyav": h264_pyav, "ffmpeg": h264_ffmpeg}
-
-
-def h264_roundtrip(frames: np.ndarray, qp: int, backend: str = "auto") -> np.ndarray:
-    """Encode and decode a clip with H.264 at a constant QP.
-
-    Args:
-        frames: ``(T, H, W, 3)`` uint8 RGB.
-        qp: quantiser in [0, 51].
-        backend: ``pyav``, ``ffmpeg`` or ``auto`` (PyAV when importable, else ffmpeg).
-
-    Returns:
-        ``(T, H, W, 3)`` uint8 RGB with real H.264 artefacts; same shape and frame count.
-    """
-    if backend == "auto":
-        backend = "pyav" if av is not None else "ffmpeg"
-    if backend not in H264_BACKENDS:
-        raise KeyError(f"unknown H.264 backend '{backend}' (known: {sorted(H264_BACKENDS)}, auto)")
-    return H264_BACKENDS[backend](frames, qp)
-
-
 # --------------------------------------------------------------------------- pair augmentation
 @dataclass(frozen=True)
 class PairAugConfig:
@@ -130,7 +95,6 @@ class PairAugConfig:
     qp_min: int = 23
     qp_max: int = 40
     compression_prob: float = 0.5  # fraction of pairs that get the H.264 pass when enabled
-    backend: str = "auto"
     jitter_prob: float = 0.5       # fraction of pairs that get the scale / position jitter
     zoom: tuple[float, float] = (0.9, 1.12)   # zoom range of the jitter (>1 = closer crop)
     shift: float = 0.04            # max shift of the jitter, fraction of the side
@@ -191,5 +155,5 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
     qp = None
     if cfg.compression and rng.random() < cfg.compression_prob:
         qp = int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
-        both = np.concatenate([h264_roundtrip(both[:t], qp, cfg.backend), h264_roundtrip(both[t:], qp, cfg.backend)])
+        both = np.concatenate([h264_roundtrip(both[:t], qp), h264_roundtrip(both[t:], qp)])
     return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), {"qp": qp, "zoom": zoom}

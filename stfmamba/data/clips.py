@@ -56,8 +56,8 @@ class ClipSpec:
     clips_per_video: int | None = None  # evaluation: cap on clips per video (evenly spaced); None = all
 
     @property
-    def n_total(self) -> int:
-        """Frames per npz: ``num_segments * frames_per_segment``."""
+    def stored_frames(self) -> int:
+        """Frames per npz: ``num_segments * frames_per_segment`` (``PreprocessConfig.stored_frames``)."""
         return self.num_segments * self.frames_per_segment
 
     def starts(self) -> list[int]:

@@ -45,8 +45,11 @@ def _npy_shape(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype
     return shape, dtype
 
 
-def check_npz(path: Path, spec: ClipSpec) -> str | None:
+def check_npz_header(path: Path, spec: ClipSpec) -> str | None:
     """Why ``path`` cannot feed training (``None`` if it can). Reads only the array headers.
+
+    Cheap, run on every video when the dataset is built: keys, frame count, crop size. The full
+    contract check of the arrays' values is :func:`stfmamba.data.verify.check_npz_arrays` (verify stage).
 
     Args:
         path: the video's npz.
@@ -69,8 +72,8 @@ def check_npz(path: Path, spec: ClipSpec) -> str | None:
         return f"unreadable npz ({type(err).__name__}: {err})"
     if len(fshape) != 4 or fshape[-1] != 3 or fdtype != np.uint8:
         return f"frames must be (N, H, W, 3) uint8, got {fshape} {fdtype}"
-    if fshape[0] != spec.n_total:
-        return f"{fshape[0]} frames, expected num_segments*frames_per_segment = {spec.n_total}"
+    if fshape[0] != spec.stored_frames:
+        return f"{fshape[0]} frames, expected num_segments*frames_per_segment = {spec.stored_frames}"
     if min(fshape[1:3]) < spec.img_size:
         return f"crops {fshape[1]}x{fshape[2]} are smaller than model.img_size={spec.img_size}"
     if lshape != (fshape[0], 68, 2):
@@ -103,7 +106,7 @@ class VideoSBIDataset(Dataset):
         self.excluded: list[tuple[str, str]] = []
         videos = []
         for row in rows.itertuples():
-            reason = check_npz(self.dataset_dir / row.npz, spec)
+            reason = check_npz_header(self.dataset_dir / row.npz, spec)
             if reason:
                 self.excluded.append((row.video_id, reason))
                 log.warning("excluded %s (%s): %s", row.video_id, self.dataset_dir / row.npz, reason)

@@ -1,7 +1,9 @@
 """Face detection (dlib HOG), 68-point landmarks (dlib shape predictor) and face crops.
 
 The landmark model is the iBUG-300W 68-point predictor shipped by the ``face-recognition-models``
-package (located without importing it: that package needs ``pkg_resources``).
+package (located without importing it: that package needs ``pkg_resources``). The index lists of
+its face parts (:data:`JAW`, :data:`BROWS`, :data:`NOSE`, :data:`EYES`, :data:`MOUTH`) are defined
+here once; SBI's masks and the demo manipulations take them from this module.
 
 Speed: HOG detection runs on a downscaled grayscale frame (``detect_scale``) and upsamples once
 only when no face or only a small one is found there. Within a run of contiguous frames the
@@ -28,9 +30,15 @@ import cv2
 import dlib
 import numpy as np
 
-__all__ = ["FaceError", "predictor_path", "detector", "predictor", "detect_faces", "pick_face",
+from stfmamba.data.video import VideoError
+
+__all__ = ["JAW", "BROWS", "NOSE", "EYES", "MOUTH", "FaceError", "predictor_path", "detector", "predictor", "detect_faces", "pick_face",
            "landmarks", "RunTracker", "follow_run", "lost_at", "link_tracks", "square_box", "crop_square",
            "inter_ocular"]
+
+# the iBUG-300W 68-point layout (0-based): the index lists every module takes its face parts from
+JAW, BROWS, NOSE = list(range(0, 17)), list(range(17, 27)), list(range(27, 36))
+EYES, MOUTH = list(range(36, 48)), list(range(48, 68))
 
 EXTRA_FACE_MIN_REL = 0.5   # another face is kept only if its side is >= this x the primary face's side
 LINK_MAX_DIST = 1.0        # runs link a face to a track when centres are < this x the track's box side apart
@@ -39,13 +47,10 @@ MIN_INSIDE = 0.5           # a landmark box less than this fraction inside the f
 REDETECT_SIDE = 100.0      # lost_at: the face region is re-detected at this face side (px)
 
 
-class FaceError(RuntimeError):
-    """No usable face; ``reason`` is the manifest tag."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class FaceError(VideoError):
+    """A video without a usable face (``no_face``, ``bad_landmarks``, or ``no_model`` when the landmark
+    model is missing); ``reason`` is the manifest tag. A :class:`~stfmamba.data.video.VideoError`, so
+    ``except VideoError`` catches every reason a video cannot be used."""
 
 
 def predictor_path(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:

@@ -19,12 +19,14 @@ Sharding: with ``num_shards > 1`` each machine writes ``manifest.shard-<i>-of-<n
 """
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from stfmamba.io import atomic_path
 
 __all__ = ["COLUMNS", "MANIFEST", "read_manifest", "write_manifest", "face_npz", "load_npz", "save_npz",
            "shard_name", "merge_shards", "ManifestError"]
@@ -82,11 +84,9 @@ def face_npz(row: Any) -> list[str]:
 def write_manifest(df: pd.DataFrame, dataset_dir: str | Path, name: str = MANIFEST) -> Path:
     """Write ``df`` (sorted by split, method, video_id) atomically; returns the path."""
     path = Path(dataset_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
     df = df.reindex(columns=COLUMNS).sort_values(["split", "method", "video_id"], kind="stable")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
     return path
 
 
@@ -101,14 +101,10 @@ def save_npz(path: str | Path, frames: np.ndarray, landmarks: np.ndarray, boxes:
         frame_idx: ``(N,) int64`` source frame indices.
         metadata: JSON-able dict (video_id, src_path, fps, n_src_frames, ...).
     """
-    import json
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, frames=frames.astype(np.uint8), landmarks=landmarks.astype(np.float32),
-             boxes=boxes.astype(np.float32), frame_idx=frame_idx.astype(np.int64),
-             metadata=np.array(json.dumps(metadata, sort_keys=True)))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:   # the temp ends in .npz: np.savez appends nothing
+        np.savez(tmp, frames=frames.astype(np.uint8), landmarks=landmarks.astype(np.float32),
+                 boxes=boxes.astype(np.float32), frame_idx=frame_idx.astype(np.int64),
+                 metadata=np.array(json.dumps(metadata, sort_keys=True)))
 
 
 def load_npz(path: str | Path, keys: tuple[str, ...] = NPZ_KEYS) -> dict[str, Any]:
@@ -118,7 +114,6 @@ def load_npz(path: str | Path, keys: tuple[str, ...] = NPZ_KEYS) -> dict[str, An
     Raises:
         ManifestError: missing file or missing keys (naming the file; re-run preprocess).
     """
-    import json
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: npz not found; run `dvc repro preprocess` (or `dvc pull`)")

@@ -261,7 +261,7 @@ def _job(row: dict[str, Any], npz_path: str, cfg_dict: dict[str, Any]) -> dict[s
                       "n_unique_frames": clip.n_unique_frames, "decode_errors": clip.decode_errors,
                       "run_starts": " ".join(map(str, clip.run_starts)), "faces": len(faces),
                       "extra_npz": ";".join(extras)}
-    except (VideoError, FaceError) as err:
+    except VideoError as err:   # FaceError included: every reason a video cannot be used
         reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
     except Exception as err:  # noqa: BLE001 - one bad video must never stop the stage
         reason = f"error: {type(err).__name__}: {err}"

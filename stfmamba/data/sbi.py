@@ -41,8 +41,8 @@ import numpy as np
 from scipy.interpolate import RBFInterpolator
 from scipy.ndimage import gaussian_filter1d
 
-from stfmamba.data.demo import BROWS, JAW, MOUTH, NOSE
 from stfmamba.data.drift import DRIFTS
+from stfmamba.data.faces import BROWS, JAW, MOUTH, NOSE
 
 REF_SIZE = 224.0  # pixel amounts below are for a 224 px crop and scale with the crop side
 

@@ -1,7 +1,8 @@
 """Checks of the preprocessed data before training: counts, failures and every npz's shapes and ranges.
 
-:func:`check_npz` validates one video's arrays against the contract (pure: arrays in, problems
-out); :func:`verify_dataset` reads a dataset's manifest and npz files; :func:`verify` applies the
+:func:`check_npz_arrays` validates one video's loaded arrays against the preprocess contract (pure:
+arrays in, problems out; training's cheaper header-only check is
+:func:`stfmamba.data.dataset.check_npz_header`); :func:`verify_dataset` reads a dataset's manifest and npz files; :func:`verify` applies the
 needs of the pipeline (training needs train and val reals, testing needs test reals and fakes)
 and returns a report whose ``errors`` say what is missing and how to fix it.
 """
@@ -18,17 +19,17 @@ import numpy as np
 from stfmamba.config import Params, PreprocessConfig
 from stfmamba.data.manifest import ManifestError, load_npz, read_manifest
 
-__all__ = ["check_npz", "verify_dataset", "verify"]
+__all__ = ["check_npz_arrays", "verify_dataset", "verify"]
 
 
-def check_npz(z: dict[str, Any], cfg: PreprocessConfig) -> list[str]:
+def check_npz_arrays(z: dict[str, Any], cfg: PreprocessConfig) -> list[str]:
     """Problems of one video's arrays (empty list = fine).
 
     Expects ``frames (N, S, S, 3) uint8``, ``landmarks (N, 68, 2) float32`` finite and inside the
     crop, ``boxes (N, 4)`` finite with positive size, ``frame_idx (N,) int64`` contiguous within each
     run, with ``N = num_segments * frames_per_segment`` and ``S = crop_size``.
     """
-    n, s = cfg.num_frames, cfg.crop_size
+    n, s = cfg.stored_frames, cfg.crop_size
     want = {"frames": ((n, s, s, 3), np.uint8), "landmarks": ((n, 68, 2), np.float32),
             "boxes": ((n, 4), np.float32), "frame_idx": ((n,), np.int64)}
     problems = []
@@ -80,7 +81,7 @@ def verify_dataset(dataset_dir: str | Path, cfg: PreprocessConfig, check_files: 
         for rec in df[df.status == "ok"].itertuples():
             path = dataset_dir / rec.npz
             try:
-                found = check_npz(load_npz(path), cfg)
+                found = check_npz_arrays(load_npz(path), cfg)
             except (ManifestError, OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
                 found = [str(err)]
             checked += 1

@@ -12,7 +12,6 @@ video.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,12 +21,18 @@ import av
 import cv2
 import numpy as np
 
+from stfmamba.io import atomic_path
+
 __all__ = ["VideoError", "VideoInfo", "VideoClip", "probe", "read_runs", "read_clip", "read_all", "iter_frames",
            "write_video", "run_starts", "sample_runs"]
 
 
 class VideoError(RuntimeError):
-    """A video that cannot be used; ``reason`` is a short machine-friendly tag for the manifest."""
+    """A video that cannot be used; ``reason`` is a short machine-friendly tag for the manifest.
+
+    The one error of the data pipeline for "skip this video, record why": reading problems raise it
+    directly, face problems raise its subclass :class:`~stfmamba.data.faces.FaceError`.
+    """
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -413,14 +418,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 23,
         scale: optional output ``(width, height)``; frames are area-resized with OpenCV first
             (deterministic, unlike the threaded swscale path).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if scale:
         frames = np.stack([cv2.resize(f, scale, interpolation=cv2.INTER_AREA) for f in frames])
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         s = container.add_stream("libx264", rate=rate)
         s.width, s.height = w, h
         s.pix_fmt = "yuv420p"
@@ -436,4 +438,3 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 23,
                 container.mux(packet)
         for packet in s.encode():
             container.mux(packet)
-    os.replace(tmp, path)

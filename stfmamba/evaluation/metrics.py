@@ -77,22 +77,17 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def eer(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Equal error rate: the point of the ROC curve where FPR = FNR (= 1 - TPR).
+    """Equal error rate: the point of the ROC curve where FPR = FNR (= 1 - TPR); None with a single class.
 
-    The ROC is piecewise linear between sklearn's operating points, so the crossing is found by
-    linear interpolation of ``FNR - FPR`` between the two points around its sign change.
+    scikit-learn's ``roc_curve`` gives every operating point; along it ``FPR - FNR`` rises strictly
+    from -1 (all rejected) to 1 (all accepted), and the curve is a straight line between two points,
+    so the FPR where ``FPR - FNR`` crosses 0 is a linear interpolation (``np.interp``).
     """
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     if not _both_classes(labels):
         return None
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
-    diff = (1.0 - tpr) - fpr  # decreasing from 1 (all rejected) to -1 (all accepted)
-    i = int(np.nonzero(diff <= 0)[0][0])
-    if diff[i] == 0 or i == 0:
-        return float(fpr[i])
-    # linear interpolation between point i-1 (diff > 0) and point i (diff <= 0)
-    w = diff[i - 1] / (diff[i - 1] - diff[i])
-    return float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
+    return float(np.interp(0.0, fpr - (1.0 - tpr), fpr))
 
 
 def accuracy(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float | None:

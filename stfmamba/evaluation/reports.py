@@ -19,21 +19,19 @@ Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
     out/auc.csv         name, auc -> ``dvc plots`` horizontal bars
     out/roc.png         the same two figures as a PNG
 
-Every file is written atomically (temporary file + ``os.replace``).
+Every file is written atomically through :mod:`stfmamba.io`.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from stfmamba.evaluation.metrics import OVERALL, SubsetMetrics, per_method_metrics, roc_points
+from stfmamba import io
+from stfmamba.evaluation.metrics import OVERALL, per_method_metrics, roc_points
 
 METRIC_KEYS = ("auc", "auc_ci95", "auc_fail05", "static_auc", "ap", "eer", "acc", "clip_auc")
 
@@ -102,32 +100,30 @@ def _finite(v: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- I/O
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (NaN -> null)."""
-    _atomic(path, lambda fh: fh.write((json.dumps(_finite(obj), indent=2, sort_keys=False) + "\n").encode()))
+    io.write_json(path, _finite(obj))
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:
     """Atomically write ``df`` as CSV without the index."""
-    _atomic(path, lambda fh: fh.write(df.to_csv(index=False).encode()))
+    with io.atomic_open(path, "w", newline="") as fh:
+        df.to_csv(fh, index=False)
 
 
 def write_curves(out: Path, curves: dict[str, list[tuple[float, float, float]]], bars: dict[str, float | None],
                  title: str) -> None:
-    """``out/roc/<name>.csv`` per curve, ``out/auc.csv`` and ``out/roc.png``; stale curve files removed."""
+    """``out/roc/<name>.csv`` per curve, ``out/auc.csv`` and ``out/roc.png``; stale curve files removed.
+
+    The ROC CSVs are written here rather than with DVCLive's ``Live.log_sklearn_plot("roc", ...)``
+    (dvclive 3.49, measured for issue 12): it would write the same curves (``<dir>/plots/sklearn/
+    <name>.json``, fields ``fpr``, ``tpr``, ``threshold``) and ``dvc plots show`` renders them, but
+    ``Live()`` first opens the DVC repository around the working directory, and outside the pipeline
+    (``python -m stfmamba.evaluation`` run inside some git repository) that means it runs
+    ``dvc init`` in the user's repository and stages ``.dvc/``, and in a git repository without
+    commits it stops with ``SCMError: Empty git repo``. It also writes with a plain ``open`` (not
+    atomic) and puts sklearn's ``inf`` threshold in the file as ``Infinity`` (not JSON).
+    """
     out = Path(out)
     roc_dir = out / "roc"
     roc_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +165,8 @@ def write_png(path: Path, curves: dict[str, list[tuple[float, float, float]]], b
     ax2.invert_yaxis()
     fig.suptitle(title)
     fig.tight_layout()
-    _atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=90))
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
 

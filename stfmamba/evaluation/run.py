@@ -28,7 +28,9 @@ from stfmamba.config import ConfigError, EvalConfig, ModelConfig, PreprocessConf
 from stfmamba.data.manifest import read_manifest
 from stfmamba.data.clips import ClipSpec
 from stfmamba.evaluation.engine import score_videos
-from stfmamba.evaluation.reports import describe_failures, write_csv, write_curves, write_dataset_report, write_json
+from stfmamba.evaluation.metrics import OVERALL
+from stfmamba.evaluation.reports import (describe_failures, roc_curves, write_csv, write_curves, write_dataset_report,
+                                         write_json)
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,7 @@ def cross_metrics(results: list[DatasetResult]) -> dict[str, Any]:
 
 def write_cross_summary(out_dir: str | Path, results: list[DatasetResult]) -> dict[str, Any]:
     """Overall ROC per dataset + AUC bars per dataset under ``out_dir``; returns the metrics dict."""
-    from stfmamba.evaluation.reports import roc_curves
-    curves = {r.name: roc_curves(r.videos)["overall"] for r in results}
+    curves = {r.name: roc_curves(r.videos)[OVERALL] for r in results}
     metrics = cross_metrics(results)
     write_curves(Path(out_dir), curves, dict(metrics["auc"]), "cross-dataset: video-level ROC / AUC")
     return metrics

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +30,7 @@ from torch import nn
 
 from stfmamba.config import (FeatureFlags, ModelConfig, PreprocessConfig, STFV8Config, TrainingConfig, from_dict,
                              to_dict)
+from stfmamba.io import atomic_path
 
 __all__ = ["LoadReport", "INPUT_KEYS", "input_settings", "save_model_file", "load_model_file", "load_flexible",
            "config_from_dict"]
@@ -84,7 +84,7 @@ def save_model_file(path: str | os.PathLike, model: nn.Module, cfg: STFV8Config,
     """Write ``model``'s weights, ``cfg``, the input contract and ``meta`` to ``path`` atomically.
 
     Args:
-        path: the model file (tmp file + ``os.replace``).
+        path: the model file (written with :func:`stfmamba.io.atomic_path`).
         model: the module whose ``state_dict`` is stored.
         cfg: its config (rebuilds the model on load).
         preprocess: the preprocessing of the data it was trained on; stored with ``cfg.model``'s
@@ -94,19 +94,12 @@ def save_model_file(path: str | os.PathLike, model: nn.Module, cfg: STFV8Config,
     if "input" in meta:
         raise TypeError("save_model_file: 'input' is reserved for the input contract; pass preprocess=")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     blob = {"model": state, "config": _plain(to_dict(cfg), "config"), "meta": _plain(dict(meta), "meta")}
     if preprocess is not None:
         blob["input"] = _plain(input_settings(preprocess, cfg.model), "input")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

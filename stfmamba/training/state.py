@@ -2,7 +2,7 @@
 
 One file per phase, ``<checkpoint_dir>/phase_<x>/last.pt``, holding model, optimizer, scheduler,
 grad scaler, the RNG states of python / numpy / torch (and CUDA), epoch, batch within the epoch,
-optimizer step and the trainer's counters. It is written atomically (temp file + ``os.replace``),
+optimizer step and the trainer's counters. It is written atomically (:func:`stfmamba.io.atomic_path`),
 so a kill at any moment leaves either the previous or the new checkpoint, never a torn one. A
 small ``last.json`` next to it says which step it holds (for humans and for the kill test). With
 ``training.durable_copy`` set, each checkpoint is also copied (atomically) to
@@ -11,9 +11,11 @@ fresh pod resumes from there when the local one is missing.
 
 Everything in a resume file is plain (dicts, lists, str, numbers, bools, None, tensors): the RNG
 states are stored as tensors (:func:`rng_state`), so the file loads with
-``torch.load(weights_only=True)`` and reading it never runs pickled code. A file of the older,
-pickled format (``RESUME_FORMAT`` 1, numpy arrays and tuples) is refused with
-:class:`ResumeFormatError`; the trainer discards it with a warning and starts the phase afresh.
+``torch.load(weights_only=True)`` and reading it never runs pickled code. A file of an older format
+(:data:`FORMATS`: 1 held pickled numpy arrays and tuples, 2 the state of PyTorch's ``LambdaLR``
+instead of timm's ``CosineLRScheduler``) is refused with :class:`ResumeFormatError`, whose message
+says what changed and to delete the checkpoint folder or start the phase fresh; the trainer
+discards such a file with that warning and starts the phase afresh.
 
 Whether a resume file may be continued is decided by :func:`config_changes`: the stored config is
 compared with the current one minus the keys that do not change the result
@@ -23,7 +25,6 @@ settings (:data:`PHASE_KEYS`: Phase A does not restart because ``lr_phase_b`` ch
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import shutil
@@ -33,8 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from stfmamba.io import atomic_path, write_text
+
 CKPT_NAME = "last.pt"
-RESUME_FORMAT = 2   # 2: plain values only (weights_only loading); 1 (no "format" key): pickled RNG states
+RESUME_FORMAT = 3   # the format this version writes and reads (FORMATS)
+# what each format stored, for the message that refuses an older one
+FORMATS = {1: "pickled python / numpy RNG states (no 'format' key)",
+           2: "plain values; PyTorch LambdaLR scheduler state, weight-decay group first",
+           3: "plain values; timm CosineLRScheduler state, no-decay group first (timm param groups)"}
 
 # config keys (dotted, as in to_dict(cfg)) that never change what a run computes
 RUN_ONLY_KEYS = ("training.num_workers", "training.checkpoint_every", "training.checkpoint_dir",
@@ -44,7 +51,7 @@ PHASE_KEYS = {"a": ("training.epochs_phase_a", "training.lr"),
               "b": ("training.epochs_phase_b", "training.lr_phase_b"),
               "frame": ("training.epochs_phase_a", "training.lr")}   # frame_baseline() puts its own there
 
-__all__ = ["CKPT_NAME", "RESUME_FORMAT", "RUN_ONLY_KEYS", "PHASE_KEYS", "ResumeFormatError", "rng_state",
+__all__ = ["CKPT_NAME", "RESUME_FORMAT", "FORMATS", "RUN_ONLY_KEYS", "PHASE_KEYS", "ResumeFormatError", "rng_state",
            "set_rng_state", "save_resume", "find_resume", "load_resume", "ignored_keys", "config_changes"]
 
 
@@ -85,20 +92,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- files
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_resume(state: dict[str, Any], ckpt_dir: Path, durable_dir: Path | None = None) -> Path:
     """Write ``state`` to ``ckpt_dir/last.pt`` (+ ``last.json``) atomically, and copy to ``durable_dir``.
 
@@ -112,15 +105,14 @@ def save_resume(state: dict[str, Any], ckpt_dir: Path, durable_dir: Path | None 
         The path of the checkpoint.
     """
     path = ckpt_dir / CKPT_NAME
-    _atomic_torch_save({**state, "format": RESUME_FORMAT}, path)
+    with atomic_path(path) as tmp:
+        torch.save({**state, "format": RESUME_FORMAT}, tmp)
     info = json.dumps({k: state[k] for k in ("step", "epoch", "batch_in_epoch")})
-    _atomic_write_text(info, ckpt_dir / "last.json")
+    write_text(ckpt_dir / "last.json", info)
     if durable_dir is not None:
-        durable_dir.mkdir(parents=True, exist_ok=True)
-        tmp = durable_dir / f".{CKPT_NAME}.{os.getpid()}.tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, durable_dir / CKPT_NAME)
-        _atomic_write_text(info, durable_dir / "last.json")
+        with atomic_path(durable_dir / CKPT_NAME) as tmp:
+            shutil.copyfile(path, tmp)
+        write_text(durable_dir / "last.json", info)
     return path
 
 
@@ -151,8 +143,11 @@ def load_resume(path: Path) -> dict[str, Any]:
                            "from scratch") from err
     if not isinstance(ck, dict) or ck.get("format") != RESUME_FORMAT:
         found = ck.get("format", 1) if isinstance(ck, dict) else type(ck).__name__
-        raise ResumeFormatError(f"{path}: resume checkpoint format {found}, this version reads format "
-                                f"{RESUME_FORMAT}")
+        what = FORMATS.get(found, "not a resume file")
+        raise ResumeFormatError(f"{path}: resume checkpoint format {found} ({what}), "
+                                f"this version reads format {RESUME_FORMAT} ({FORMATS[RESUME_FORMAT]}); it cannot be "
+                                f"continued: delete {path.parent} (or the whole checkpoint folder) to start the "
+                                "phase fresh")
     return ck
 
 

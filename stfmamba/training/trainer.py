@@ -10,7 +10,7 @@ uses (``cfg.model``, ``cfg.training``).
 
 One optimizer step: ``accum_steps`` micro-batches of ``batch_size`` real clips + their fakes
 (``2·batch_size`` clips), bf16 autocast where the hardware has it, :class:`STFV8Loss`, gradient
-clipping, AdamW with weight-decay groups, warm-up then cosine (per step). A non-finite loss or
+clipping, AdamW over timm's weight-decay groups, timm's warm-up + cosine (per step). A non-finite loss or
 gradient norm skips the step (counted); ``max_bad_steps`` in a row raise
 :class:`TrainingDiverged`. After each epoch the SBI-validation AUC (sklearn) decides whether the
 model is saved as the phase's best (``save_model_file``). Resume checkpoints
@@ -23,22 +23,23 @@ Runs single-process or under ``torchrun`` (DDP; rank 0 validates, logs and write
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
@@ -46,9 +47,11 @@ from tqdm import tqdm
 from stfmamba.amp import resolve_amp
 from stfmamba.config import Params, STFV8Config, TrainingConfig, to_dict
 from stfmamba.data.dataset import VideoSBIDataset, normalize_clips, worker_init
+from stfmamba.io import atomic_path, write_text
+from stfmamba.models.checkpoint import save_model_file
 from stfmamba.training import distributed as D
 from stfmamba.training.budget import BudgetTracker
-from stfmamba.training.optim import build_optimizer, build_scheduler
+from stfmamba.training.optim import build_optimizer, build_scheduler, current_lr
 from stfmamba.training.state import (ResumeFormatError, config_changes, find_resume, ignored_keys, load_resume,
                                      rng_state, save_resume, set_rng_state)
 
@@ -127,13 +130,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _atomic_json(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def evaluate_sbi(model: torch.nn.Module, loader: DataLoader, device: torch.device,
                  amp: torch.dtype | None) -> dict[str, float]:
@@ -162,7 +158,7 @@ def _recovery_hint(tr: TrainingConfig) -> str:
             "is less destructive; then rerun: training resumes from the last good checkpoint")
 
 
-# --------------------------------------------------------------------------- main loop
+# --------------------------------------------------------------------------- inputs
 def input_fingerprint(params: Params, paths: TrainPaths) -> dict[str, str | None]:
     """Content hashes of what a phase trains from besides its config: the training dataset's
     manifest and (Phase B) the initial model file. A resume checkpoint is only resumed when these
@@ -179,8 +175,86 @@ def input_fingerprint(params: Params, paths: TrainPaths) -> dict[str, str | None
     return {"manifest": digest(manifest), "init_model": digest(paths.init_model)}
 
 
+# --------------------------------------------------------------------------- the run's parts
+@dataclass(frozen=True)
+class Run:
+    """One phase run: its settings, its files and the process it runs in."""
+    params: Params
+    phase: str
+    spec: PhaseSpec
+    cfg: STFV8Config
+    paths: TrainPaths
+    info: D.DistInfo
+    amp: torch.dtype | None   # autocast dtype, None for fp32
+    t0: float                 # time.monotonic() at the start
+
+    @property
+    def tr(self) -> TrainingConfig:
+        """The phase's knobs: params.training, with the baseline's batch / epochs / lr for ``frame``."""
+        return self.cfg.training
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    @property
+    def epochs(self) -> int:
+        return self.spec.epochs(self.tr)
+
+
+@dataclass
+class TrainState:
+    """The trainer's counters: saved in every resume checkpoint (``"trainer"``), restored on resume."""
+    epoch: int = 0                  # epochs finished
+    batch_in_epoch: int = 0         # micro-batches of the current epoch done
+    step: int = 0                   # optimizer steps done (skipped ones included)
+    best_auc: float = -1.0          # SBI-val AUC of the saved model
+    best_epoch: int = -1            # its epoch (0-based); -1: no model saved yet
+    skipped_steps: int = 0          # non-finite steps skipped in all
+    bad_in_row: int = 0             # ... and in a row now
+    hours: float = 0.0              # wall-clock hours spent (budget), updated at each checkpoint
+    history: list = field(default_factory=list)    # one dict per validated epoch
+    loss_sum: float = 0.0           # this epoch's training loss summed over good steps
+    loss_n: int = 0                 # ... their number
+    parts_sum: dict = field(default_factory=dict)  # this epoch's loss terms, summed likewise
+    init_report: dict | None = None  # what load_flexible loaded from the previous phase's model
+
+    def start_next_epoch(self) -> None:
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.loss_sum, self.loss_n, self.parts_sum = 0.0, 0, {}
+
+
+@dataclass
+class Data:
+    """The training data of this rank and (rank 0) the SBI-validation loader."""
+    train_ds: VideoSBIDataset
+    sampler: DistributedSampler
+    val_loader: DataLoader | None
+    batches_per_epoch: int   # micro-batches of this rank per epoch
+    steps_per_epoch: int     # optimizer steps per epoch
+
+
+@dataclass
+class Parts:
+    """What the training loop updates."""
+    model: torch.nn.Module
+    net: torch.nn.Module      # model, or its DDP wrapper
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    scaler: torch.amp.GradScaler
+    budget: BudgetTracker
+    inputs: dict              # input_fingerprint(), stored with every checkpoint
+
+
+# --------------------------------------------------------------------------- the steps
 def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = False):
     """Train one phase; returns the metrics dict (also written to ``paths.metrics_out`` by rank 0).
+
+    The steps, in order (the order of the RNG draws is part of the result): set up the process and
+    seeds, build the model, build the data, build optimizer and schedule, resume (or initialise
+    from the previous phase), then epochs of :func:`train_one_epoch` each followed by
+    :func:`validate_and_select` and a checkpoint, and :func:`finish` writes the metrics.
 
     Args:
         params: the validated ``params.yaml``.
@@ -192,254 +266,352 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         Metrics: best_val_auc, best_epoch, epochs, steps, skipped_steps, budget_stopped, wall_time_s, ...
         — or ``(metrics, model)`` with ``return_model``.
     """
-    from stfmamba.models import build_model
-    from stfmamba.models.checkpoint import load_flexible, load_model_file, save_model_file
-    from stfmamba.models.losses import STFV8Loss
+    run = start_run(params, phase, paths)
+    model, loss_fn = build_model_and_loss(run)
+    if run.info.distributed:   # same init everywhere (DDP also broadcasts rank 0's), then per-rank dropout streams
+        seed_everything(run.tr.seed + run.info.rank)
+    data = build_data(run)
+    optimizer, scheduler = build_optimizer_and_schedule(run, model, data)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=False)  # bf16 needs no loss scaling; kept for fp16 ports
+    state, resumed_from, inputs = resume_or_init(run, model, optimizer, scheduler, scaler)
+    model = model.to(run.device)
+    net = (DDP(model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+           if run.info.distributed else model)
+    budget = BudgetTracker(params.budget, hours_before=state.hours)
+    parts = Parts(model, net, loss_fn, optimizer, scheduler, scaler, budget, inputs)
+    live = open_live(run, data, state, resumed_from)
 
+    budget_stopped = False
+    while state.epoch < run.epochs and not budget_stopped:
+        budget_stopped = train_one_epoch(run, data, parts, state)
+        epoch_done = not budget_stopped or state.batch_in_epoch >= data.batches_per_epoch
+        if run.info.is_main and (epoch_done or state.best_epoch < 0):
+            res = validate_and_select(run, data, parts, state)
+            log_epoch(run, live, parts, state, res)
+        if epoch_done:
+            state.start_next_epoch()
+            save_checkpoint(run, parts, state)
+        D.barrier(run.info)
+
+    metrics = finish(run, data, parts, state, budget_stopped, resumed_from, live)
+    return (metrics, model) if return_model else metrics
+
+
+def start_run(params: Params, phase: str, paths: TrainPaths) -> Run:
+    """Check the phase, join the process group (torchrun), seed every RNG, pick the autocast dtype."""
     if phase not in PHASES:
         raise KeyError(f"unknown phase '{phase}' (known: {sorted(PHASES)})")
     spec = PHASES[phase]
     cfg = spec.make_config(params)
-    tr = cfg.training   # the phase's knobs: params.training, with the baseline's batch / epochs / lr for frame
     t0 = time.monotonic()
     info = D.setup()
-    device = info.device
-    seed_everything(tr.seed)
-    amp = resolve_amp(tr.amp, device)
+    seed_everything(cfg.training.seed)
+    return Run(params, phase, spec, cfg, paths, info, resolve_amp(cfg.training.amp, info.device), t0)
 
-    model = build_model(cfg).to(device)
-    if tr.grad_checkpointing:
+
+def build_model_and_loss(run: Run) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The phase's model on the device (its initialisation draws from the just-seeded RNG) and its loss."""
+    from stfmamba.models import build_model
+    from stfmamba.models.losses import STFV8Loss
+
+    model = build_model(run.cfg).to(run.device)
+    if run.tr.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise RuntimeError("training.grad_checkpointing is true but the model has no set_grad_checkpointing()")
         model.set_grad_checkpointing(True)
-    loss_fn = STFV8Loss(cfg)
-    if info.distributed:   # same init everywhere (DDP also broadcasts rank 0's), then per-rank dropout streams
-        seed_everything(tr.seed + info.rank)
+    return model, STFV8Loss(run.cfg)
 
-    train_ds = VideoSBIDataset.from_params(params, "train", True, cfg.features, cfg.model, tr)
-    val_ds = VideoSBIDataset.from_params(params, "val", False, cfg.features, cfg.model, tr) if info.is_main else None
+
+def build_data(run: Run) -> Data:
+    """The training set with this rank's shard (:class:`DistributedSampler`), and on rank 0 the
+    SBI-validation loader."""
+    tr, info = run.tr, run.info
+    train_ds = VideoSBIDataset.from_params(run.params, "train", True, run.cfg.features, run.cfg.model, tr)
+    val_ds = (VideoSBIDataset.from_params(run.params, "val", False, run.cfg.features, run.cfg.model, tr)
+              if info.is_main else None)
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=tr.seed, drop_last=False)
     batches_per_epoch = math.ceil(len(sampler) / tr.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / tr.accum_steps)
-    epochs = spec.epochs(tr)
-    optimizer = build_optimizer(model, spec.lr(tr), tr.weight_decay)
-    scheduler = build_scheduler(optimizer, tr.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept for fp16 ports
+    val_loader = (DataLoader(val_ds, batch_size=tr.batch_size, shuffle=False, num_workers=tr.num_workers,
+                             worker_init_fn=worker_init if tr.num_workers > 0 else None)
+                  if val_ds is not None else None)
+    return Data(train_ds, sampler, val_loader, batches_per_epoch, math.ceil(batches_per_epoch / tr.accum_steps))
 
-    st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_auc": -1.0, "best_epoch": -1, "skipped_steps": 0,
-          "bad_in_row": 0, "hours": 0.0, "history": [], "loss_sum": 0.0, "loss_n": 0, "parts_sum": {},
-          "init_report": None}
-    resume_path = find_resume(paths.ckpt_dir, paths.durable_dir)
-    resumed_from = None
-    ck = None
-    if resume_path is not None:
-        try:
-            ck = load_resume(resume_path)
-        except ResumeFormatError as err:   # an older, pickled resume file: never unpickled, a new run
-            log.warning("resume discarded: %s; starting phase %s from scratch (it will be overwritten)", err, phase)
-    inputs = input_fingerprint(params, paths)
-    if ck is not None:
-        # only what changes the result forces a new run (not workers, checkpoint cadence or folders, nor
-        # the other phase's settings); nor may new training data or a retrained initial model be ignored
-        changes = config_changes(ck["config"], to_dict(cfg), ignored_keys(phase))
-        old_inputs = ck.get("inputs") or {}
-        changes += [f"input {k} changed (content hash {old_inputs.get(k)} -> {inputs.get(k)})"
-                    for k in sorted(set(inputs) | set(old_inputs)) if old_inputs.get(k) != inputs.get(k)]
-        if changes:
-            log.warning("%s: resume discarded: %s; starting phase %s from scratch (it will be overwritten)",
-                        resume_path, "; ".join(changes), phase)
-            ck = None
+
+def build_optimizer_and_schedule(run: Run, model: torch.nn.Module, data: Data
+                                 ) -> tuple[torch.optim.Optimizer, CosineLRScheduler]:
+    """AdamW with timm's weight-decay groups at the phase's lr; timm's warm-up + cosine over the
+    phase's optimizer steps (:mod:`stfmamba.training.optim`)."""
+    optimizer = build_optimizer(model, run.spec.lr(run.tr), run.tr.weight_decay)
+    scheduler = build_scheduler(optimizer, run.tr.warmup_epochs * data.steps_per_epoch,
+                                run.epochs * data.steps_per_epoch)
+    return optimizer, scheduler
+
+
+def _load_checkpoint_if_valid(run: Run, inputs: dict) -> tuple[dict | None, Path | None]:
+    """The resume checkpoint, or ``None`` when there is none, it is of an older format, or the
+    config or the inputs changed since it was written (each discard is logged with its reason)."""
+    resume_path = find_resume(run.paths.ckpt_dir, run.paths.durable_dir)
+    if resume_path is None:
+        return None, None
+    try:
+        ck = load_resume(resume_path)
+    except ResumeFormatError as err:   # an older resume file: never unpickled, a new run
+        log.warning("resume discarded: %s; starting phase %s from scratch (it will be overwritten)", err, run.phase)
+        return None, resume_path
+    # only what changes the result forces a new run (not workers, checkpoint cadence or folders, nor
+    # the other phase's settings); nor may new training data or a retrained initial model be ignored
+    changes = config_changes(ck["config"], to_dict(run.cfg), ignored_keys(run.phase))
+    old_inputs = ck.get("inputs") or {}
+    changes += [f"input {k} changed (content hash {old_inputs.get(k)} -> {inputs.get(k)})"
+                for k in sorted(set(inputs) | set(old_inputs)) if old_inputs.get(k) != inputs.get(k)]
+    if changes:
+        log.warning("%s: resume discarded: %s; starting phase %s from scratch (it will be overwritten)",
+                    resume_path, "; ".join(changes), run.phase)
+        return None, resume_path
+    return ck, resume_path
+
+
+def resume_or_init(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: CosineLRScheduler, scaler: torch.amp.GradScaler
+                   ) -> tuple[TrainState, int | None, dict]:
+    """Continue from the resume checkpoint if it may be (weights, optimizer, schedule, RNG states,
+    counters), else start fresh — from the previous phase's model for phase ``b``.
+
+    Returns:
+        ``(state, resumed_from_step or None, input_fingerprint)``.
+    """
+    state = TrainState()
+    inputs = input_fingerprint(run.params, run.paths)
+    ck, resume_path = _load_checkpoint_if_valid(run, inputs)
     if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         per_rank = ck.get("rng_per_rank", [ck["rng"]])
-        set_rng_state(per_rank[info.rank] if info.rank < len(per_rank) else ck["rng"])  # world size may change
-        st.update(ck["trainer"])
-        resumed_from = st["step"]
-        if info.is_main:
-            log.info("resumed phase %s from %s at epoch %d batch %d step %d", phase, resume_path, st["epoch"],
-                     st["batch_in_epoch"], st["step"])
-    elif spec.init_from:
-        if paths.init_model is None or not paths.init_model.is_file():
-            raise FileNotFoundError(f"{paths.init_model}: phase {phase} starts from phase {spec.init_from}'s model; "
-                                    f"run `dvc repro train_phase_{spec.init_from}` first")
-        src_model, _, _ = load_model_file(paths.init_model)
-        rep = load_flexible(model, src_model.state_dict())
-        st["init_report"] = {"from": str(paths.init_model), "missing": list(rep.missing),
-                             "unexpected": list(rep.unexpected), "mismatched": [str(m) for m in rep.mismatched]}
-        if info.is_main:
-            n_total = len(model.state_dict())
-            log.info("phase %s initialised from %s: %d/%d tensors loaded; new (missing): %d, unused: %d, "
-                     "shape-mismatched: %d", phase, paths.init_model, n_total - len(rep.missing), n_total,
-                     len(rep.missing), len(rep.unexpected), len(rep.mismatched))
-            prefixes = sorted({k.rsplit(".", 1)[0] for k in rep.missing})
-            new_modules = [m for m in prefixes if not any(m.startswith(q + ".") for q in prefixes)]
-            log.info("  new modules: %s", ", ".join(new_modules) or "none")
-            for k in rep.missing:
-                log.debug("  new: %s", k)
-    model = model.to(device)
-    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.distributed else model
-    budget = BudgetTracker(params.budget, hours_before=st["hours"])
+        set_rng_state(per_rank[run.info.rank] if run.info.rank < len(per_rank) else ck["rng"])  # world size may change
+        state = TrainState(**ck["trainer"])
+        scheduler.step_update(state.step)   # the lr of the next step (timm's scheduler is told the step)
+        if run.info.is_main:
+            log.info("resumed phase %s from %s at epoch %d batch %d step %d", run.phase, resume_path, state.epoch,
+                     state.batch_in_epoch, state.step)
+        return state, state.step, inputs
+    if run.spec.init_from:
+        state.init_report = init_from_previous_phase(run, model)
+    return state, None, inputs
 
-    live = None
-    if info.is_main:
-        from dvclive import Live
-        live = Live(str(paths.live_dir), resume=resumed_from is not None, save_dvc_exp=False, dvcyaml=False)
-        live.log_params({"phase": phase, "describe": cfg.describe(), "config": to_dict(cfg),
-                         "budget": to_dict(params.budget), "world_size": info.world_size,
-                         "amp": str(amp), "train_videos": len(train_ds.videos),
-                         "excluded_videos": len(train_ds.excluded)})
-        if st["init_report"] is not None and resumed_from is None:
-            live.log_params({"init_from": st["init_report"]})
-    val_loader = (DataLoader(val_ds, batch_size=tr.batch_size, shuffle=False, num_workers=tr.num_workers,
-                             worker_init_fn=worker_init if tr.num_workers > 0 else None)
-                  if val_ds is not None else None)
 
-    def checkpoint() -> None:
-        """Called at the same step on every rank: gathers each rank's RNG state, rank 0 writes."""
-        rngs = D.all_gather_object(rng_state(), info)
-        if not info.is_main:
-            return
-        st["hours"] = budget.hours
-        save_resume({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs[0],
-                     "rng_per_rank": rngs,
-                     "config": to_dict(cfg), "inputs": inputs, "trainer": dict(st), "step": st["step"], "epoch": st["epoch"],
-                     "batch_in_epoch": st["batch_in_epoch"]}, paths.ckpt_dir, paths.durable_dir)
+def init_from_previous_phase(run: Run, model: torch.nn.Module) -> dict:
+    """Load every tensor of the previous phase's model file whose name and shape match; log the rest.
 
-    def validate_and_select() -> dict:
-        res = evaluate_sbi(model, val_loader, device, amp)
-        auc = res["auc"]
-        if tr.select == "last":   # fixed schedule: the model of the last epoch (SBI-val AUC is only logged)
-            better = True
-        else:
-            better = st["best_epoch"] < 0 or (math.isfinite(auc) and auc > st["best_auc"])
-        if better:
-            st["best_auc"], st["best_epoch"] = (auc if math.isfinite(auc) else -1.0), st["epoch"]
-            save_model_file(paths.model_out, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
-                            val_auc=auc, describe=cfg.describe(), preprocess=params.preprocess)
-            # a copy next to the resume checkpoint: a rerun of a finished phase (DVC removed the out)
-            # restores models/phase_x.pt from here instead of retraining
-            save_model_file(paths.ckpt_dir / BEST_NAME, model, cfg, phase=phase, epoch=st["epoch"], step=st["step"],
-                            val_auc=auc, describe=cfg.describe(), preprocess=params.preprocess)
-        return res
+    Returns:
+        ``{"from", "missing", "unexpected", "mismatched"}`` (stored in the checkpoints and metrics).
+    """
+    from stfmamba.models.checkpoint import load_flexible, load_model_file
 
+    init_model, phase = run.paths.init_model, run.phase
+    if init_model is None or not init_model.is_file():
+        raise FileNotFoundError(f"{init_model}: phase {phase} starts from phase {run.spec.init_from}'s model; "
+                                f"run `dvc repro train_phase_{run.spec.init_from}` first")
+    src_model, _, _ = load_model_file(init_model)
+    rep = load_flexible(model, src_model.state_dict())
+    if run.info.is_main:
+        n_total = len(model.state_dict())
+        log.info("phase %s initialised from %s: %d/%d tensors loaded; new (missing): %d, unused: %d, "
+                 "shape-mismatched: %d", phase, init_model, n_total - len(rep.missing), n_total,
+                 len(rep.missing), len(rep.unexpected), len(rep.mismatched))
+        prefixes = sorted({k.rsplit(".", 1)[0] for k in rep.missing})
+        new_modules = [m for m in prefixes if not any(m.startswith(q + ".") for q in prefixes)]
+        log.info("  new modules: %s", ", ".join(new_modules) or "none")
+        for k in rep.missing:
+            log.debug("  new: %s", k)
+    return {"from": str(init_model), "missing": list(rep.missing), "unexpected": list(rep.unexpected),
+            "mismatched": [str(m) for m in rep.mismatched]}
+
+
+def open_live(run: Run, data: Data, state: TrainState, resumed_from: int | None):
+    """Rank 0's dvclive logger (continued after a resume) with the run's parameters; ``None`` elsewhere."""
+    if not run.info.is_main:
+        return None
+    from dvclive import Live
+    live = Live(str(run.paths.live_dir), resume=resumed_from is not None, save_dvc_exp=False, dvcyaml=False)
+    live.log_params({"phase": run.phase, "describe": run.cfg.describe(), "config": to_dict(run.cfg),
+                     "budget": to_dict(run.params.budget), "world_size": run.info.world_size,
+                     "amp": str(run.amp), "train_videos": len(data.train_ds.videos),
+                     "excluded_videos": len(data.train_ds.excluded)})
+    if state.init_report is not None and resumed_from is None:
+        live.log_params({"init_from": state.init_report})
+    return live
+
+
+def save_checkpoint(run: Run, parts: Parts, state: TrainState) -> None:
+    """Called at the same step on every rank: gathers each rank's RNG state, rank 0 writes."""
+    rngs = D.all_gather_object(rng_state(), run.info)
+    if not run.info.is_main:
+        return
+    state.hours = parts.budget.hours
+    save_resume({"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+                 "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(), "rng": rngs[0],
+                 "rng_per_rank": rngs, "config": to_dict(run.cfg), "inputs": parts.inputs,
+                 "trainer": dataclasses.asdict(state), "step": state.step, "epoch": state.epoch,
+                 "batch_in_epoch": state.batch_in_epoch}, run.paths.ckpt_dir, run.paths.durable_dir)
+
+
+def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bool:
+    """The rest of epoch ``state.epoch`` from micro-batch ``state.batch_in_epoch`` on: forward,
+    backward, every ``accum_steps`` micro-batches an optimizer step (:func:`optimizer_step`), then
+    the schedule, the budget and the periodic checkpoint.
+
+    Returns:
+        Whether the budget stopped the run (the checkpoint is then written).
+    """
+    tr, info, device = run.tr, run.info, run.device
+    epoch, start_batch = state.epoch, state.batch_in_epoch
+    data.train_ds.set_epoch(epoch)
+    data.sampler.set_epoch(epoch)
+    loader = DataLoader(data.train_ds, batch_size=tr.batch_size, num_workers=tr.num_workers,
+                        sampler=SkipSampler(data.sampler, start_batch * tr.batch_size),
+                        generator=torch.Generator().manual_seed(tr.seed + epoch),
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        worker_init_fn=worker_init if tr.num_workers > 0 else None)
+    parts.net.train()
+    bar = tqdm(total=data.batches_per_epoch, initial=start_batch, disable=not info.is_main,
+               desc=f"phase {run.phase} epoch {epoch + 1}/{run.epochs}", leave=False,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)   # sparse lines in DVC / pod logs
+    parts.optimizer.zero_grad(set_to_none=True)
+    micro_loss, micro_parts = 0.0, {}
     budget_stopped = False
-    params_list = [p for p in model.parameters() if p.requires_grad]
-    while st["epoch"] < epochs and not budget_stopped:
-        epoch = st["epoch"]
-        train_ds.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        start_batch = st["batch_in_epoch"]
-        loader = DataLoader(train_ds, batch_size=tr.batch_size, num_workers=tr.num_workers,
-                            sampler=SkipSampler(sampler, start_batch * tr.batch_size),
-                            generator=torch.Generator().manual_seed(tr.seed + epoch),
-                            pin_memory=device.type == "cuda", persistent_workers=False,
-                            worker_init_fn=worker_init if tr.num_workers > 0 else None)
-        net.train()
-        bar = tqdm(total=batches_per_epoch, initial=start_batch, disable=not info.is_main,
-                   desc=f"phase {phase} epoch {epoch + 1}/{epochs}", leave=False,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)   # sparse lines in DVC / pod logs
-        optimizer.zero_grad(set_to_none=True)
+    for b, batch in enumerate(loader, start=start_batch):
+        x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
+        y = batch["y"].flatten().to(device)                           # (2B,)
+        last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == data.batches_per_epoch
+        sync = parts.net.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
+                out = parts.net(x)
+                loss, loss_parts = parts.loss_fn(out, y)
+            (loss / tr.accum_steps).backward()
+        micro_loss += float(loss.detach()) / tr.accum_steps
+        micro_parts = {k: micro_parts.get(k, 0.0) + float(v) / tr.accum_steps for k, v in loss_parts.items()}
+        bar.update(1)
+        if not last_micro:
+            continue
+        optimizer_step(run, parts, state, micro_loss, micro_parts)
+        state.step += 1
+        parts.scheduler.step_update(state.step)   # the lr of the next step
+        parts.budget.step()
+        state.batch_in_epoch = b + 1
+        if info.is_main:
+            bar.set_postfix(loss=f"{micro_loss:.4f}", lr=f"{current_lr(parts.optimizer):.2e}")
         micro_loss, micro_parts = 0.0, {}
-        for b, batch in enumerate(loader, start=start_batch):
-            x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
-            y = batch["y"].flatten().to(device)                           # (2B,)
-            last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == batches_per_epoch
-            sync = net.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
-            with sync:
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    out = net(x)
-                    loss, parts = loss_fn(out, y)
-                (loss / tr.accum_steps).backward()
-            micro_loss += float(loss.detach()) / tr.accum_steps
-            micro_parts = {k: micro_parts.get(k, 0.0) + float(v) / tr.accum_steps for k, v in parts.items()}
-            bar.update(1)
-            if not last_micro:
-                continue
-            gnorm = torch.nn.utils.clip_grad_norm_(params_list, tr.grad_clip if tr.grad_clip > 0 else float("inf"))
-            bad = D.any_rank(not (math.isfinite(micro_loss) and math.isfinite(float(gnorm))), info)
-            if bad:
-                st["skipped_steps"] += 1
-                st["bad_in_row"] += 1
-                optimizer.zero_grad(set_to_none=True)
-                log.warning("non-finite loss/grad at step %d (loss=%s, grad_norm=%s): step skipped (%d in a row)",
-                            st["step"], micro_loss, float(gnorm), st["bad_in_row"])
-                if st["bad_in_row"] >= tr.max_bad_steps:
-                    raise TrainingDiverged(f"{st['bad_in_row']} non-finite steps in a row (training.max_bad_steps="
-                                           f"{tr.max_bad_steps}) at step {st['step']}: {_recovery_hint(tr)}")
-            else:
-                optimizer.step()
-                st["bad_in_row"] = 0
-                st["loss_sum"] += micro_loss
-                st["loss_n"] += 1
-                for k, v in micro_parts.items():
-                    st["parts_sum"][k] = st["parts_sum"].get(k, 0.0) + v
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            budget.step()
-            st["step"] += 1
-            st["batch_in_epoch"] = b + 1
+        budget_stopped = D.any_rank(parts.budget.should_stop(), info)
+        if budget_stopped or state.step % tr.checkpoint_every == 0:
+            save_checkpoint(run, parts, state)
+        if budget_stopped:
             if info.is_main:
-                bar.set_postfix(loss=f"{micro_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            micro_loss, micro_parts = 0.0, {}
-            budget_stopped = D.any_rank(budget.should_stop(), info)
-            if budget_stopped or st["step"] % tr.checkpoint_every == 0:
-                checkpoint()
-            if budget_stopped:
-                if info.is_main:
-                    log.warning("budget: %.2f of %.2f spent (limit %.2f with safety margin): stopping phase %s "
-                                "cleanly at step %d", budget.spent, params.budget.max_budget, budget.limit,
-                                phase, st["step"])
-                break
-        bar.close()
-        epoch_done = not budget_stopped or st["batch_in_epoch"] >= batches_per_epoch
-        if info.is_main and (epoch_done or st["best_epoch"] < 0):
-            train_loss = st["loss_sum"] / max(1, st["loss_n"])
-            res = validate_and_select()
-            st["history"].append({"epoch": epoch, "train_loss": train_loss, "val_auc": res["auc"],
-                                  "val_acc": res["acc"], "lr": scheduler.get_last_lr()[0], "step": st["step"]})
-            live.step = epoch          # x axis = epoch, also after a resume (DVC may have removed the old logs)
-            live.log_metric("train/loss", train_loss)
-            for k, v in st["parts_sum"].items():     # the loss terms of STFV8Loss (cross-entropy, HLL, ...)
-                live.log_metric(f"train/loss_{k}", v / max(1, st["loss_n"]))
-            live.log_metric("train/lr", scheduler.get_last_lr()[0])
-            live.log_metric("train/skipped_steps", st["skipped_steps"])
-            live.log_metric("val/sbi_auc", res["auc"])
-            live.log_metric("val/sbi_acc", res["acc"])
-            live.log_metric("budget/spent", budget.spent)
-            live.next_step()
-            log.info("phase %s epoch %d: train loss %.4f, SBI-val AUC %.4f (best %.4f @ %d)", phase, epoch + 1,
-                     train_loss, res["auc"], st["best_auc"], st["best_epoch"] + 1)
-        if epoch_done:
-            st.update(epoch=epoch + 1, batch_in_epoch=0, loss_sum=0.0, loss_n=0, parts_sum={})
-            checkpoint()
-        D.barrier(info)
+                log.warning("budget: %.2f of %.2f spent (limit %.2f with safety margin): stopping phase %s "
+                            "cleanly at step %d", parts.budget.spent, run.params.budget.max_budget,
+                            parts.budget.limit, run.phase, state.step)
+            break
+    bar.close()
+    return budget_stopped
 
-    metrics = {"phase": phase, "select": tr.select, "best_val_auc": st["best_auc"], "best_epoch": st["best_epoch"] + 1,
-               "last_val_auc": st["history"][-1]["val_auc"] if st["history"] else None,
-               "epochs": st["epoch"], "steps": st["step"], "skipped_steps": st["skipped_steps"],
-               "budget_stopped": budget_stopped, "budget_spent": budget.spent,
-               "wall_time_s": time.monotonic() - t0, "resumed_from_step": resumed_from,
-               "world_size": info.world_size, "amp": str(amp).replace("torch.", ""),
-               "train_videos": len(train_ds.videos), "excluded_videos": len(train_ds.excluded),
-               "last_train_loss": st["history"][-1]["train_loss"] if st["history"] else None}
-    if st["init_report"] is not None:
-        metrics["init_new_tensors"] = len(st["init_report"]["missing"])
-        metrics["init_unused_tensors"] = len(st["init_report"]["unexpected"])
-        metrics["init_mismatched_tensors"] = len(st["init_report"]["mismatched"])
-    if info.is_main:
+
+def optimizer_step(run: Run, parts: Parts, state: TrainState, loss: float, loss_parts: dict[str, float]) -> None:
+    """Clip the accumulated gradients and step — or, when the loss or the gradient norm is not finite
+    on any rank, skip the step (counted; ``max_bad_steps`` in a row raise :class:`TrainingDiverged`)."""
+    tr = run.tr
+    params_list = [p for p in parts.model.parameters() if p.requires_grad]
+    gnorm = torch.nn.utils.clip_grad_norm_(params_list, tr.grad_clip if tr.grad_clip > 0 else float("inf"))
+    bad = D.any_rank(not (math.isfinite(loss) and math.isfinite(float(gnorm))), run.info)
+    if bad:
+        state.skipped_steps += 1
+        state.bad_in_row += 1
+        parts.optimizer.zero_grad(set_to_none=True)
+        log.warning("non-finite loss/grad at step %d (loss=%s, grad_norm=%s): step skipped (%d in a row)",
+                    state.step, loss, float(gnorm), state.bad_in_row)
+        if state.bad_in_row >= tr.max_bad_steps:
+            raise TrainingDiverged(f"{state.bad_in_row} non-finite steps in a row (training.max_bad_steps="
+                                   f"{tr.max_bad_steps}) at step {state.step}: {_recovery_hint(tr)}")
+    else:
+        parts.optimizer.step()
+        state.bad_in_row = 0
+        state.loss_sum += loss
+        state.loss_n += 1
+        for k, v in loss_parts.items():
+            state.parts_sum[k] = state.parts_sum.get(k, 0.0) + v
+    parts.optimizer.zero_grad(set_to_none=True)
+
+
+def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -> dict:
+    """Rank 0: SBI-validation of the current model; save it as the phase's model when it is the
+    best so far (``select: best``) or always (``select: last``).
+
+    Returns:
+        :func:`evaluate_sbi`'s result.
+    """
+    res = evaluate_sbi(parts.model, data.val_loader, run.device, run.amp)
+    auc = res["auc"]
+    if run.tr.select == "last":   # fixed schedule: the model of the last epoch (SBI-val AUC is only logged)
+        better = True
+    else:
+        better = state.best_epoch < 0 or (math.isfinite(auc) and auc > state.best_auc)
+    if better:
+        state.best_auc, state.best_epoch = (auc if math.isfinite(auc) else -1.0), state.epoch
+        # the phase's model, and a copy next to the resume checkpoint: a rerun of a finished phase
+        # (DVC removed the out) restores models/phase_x.pt from there instead of retraining
+        for path in (run.paths.model_out, run.paths.ckpt_dir / BEST_NAME):
+            save_model_file(path, parts.model, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
+                            val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess)
+    return res
+
+
+def log_epoch(run: Run, live, parts: Parts, state: TrainState, res: dict) -> None:
+    """Rank 0: the epoch's line in ``state.history``, dvclive and the log."""
+    train_loss = state.loss_sum / max(1, state.loss_n)
+    lr = current_lr(parts.optimizer)
+    state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_auc": res["auc"],
+                          "val_acc": res["acc"], "lr": lr, "step": state.step})
+    live.step = state.epoch    # x axis = epoch, also after a resume (DVC may have removed the old logs)
+    live.log_metric("train/loss", train_loss)
+    for k, v in state.parts_sum.items():     # the loss terms of STFV8Loss (cross-entropy, HLL, ...)
+        live.log_metric(f"train/loss_{k}", v / max(1, state.loss_n))
+    live.log_metric("train/lr", lr)
+    live.log_metric("train/skipped_steps", state.skipped_steps)
+    live.log_metric("val/sbi_auc", res["auc"])
+    live.log_metric("val/sbi_acc", res["acc"])
+    live.log_metric("budget/spent", parts.budget.spent)
+    live.next_step()
+    log.info("phase %s epoch %d: train loss %.4f, SBI-val AUC %.4f (best %.4f @ %d)", run.phase, state.epoch + 1,
+             train_loss, res["auc"], state.best_auc, state.best_epoch + 1)
+
+
+def finish(run: Run, data: Data, parts: Parts, state: TrainState, budget_stopped: bool,
+           resumed_from: int | None, live) -> dict:
+    """The phase's metrics; rank 0 restores the best model of an already finished phase if DVC
+    removed it, writes the metrics file and closes dvclive."""
+    history = state.history
+    metrics = {"phase": run.phase, "select": run.tr.select, "best_val_auc": state.best_auc,
+               "best_epoch": state.best_epoch + 1, "last_val_auc": history[-1]["val_auc"] if history else None,
+               "epochs": state.epoch, "steps": state.step, "skipped_steps": state.skipped_steps,
+               "budget_stopped": budget_stopped, "budget_spent": parts.budget.spent,
+               "wall_time_s": time.monotonic() - run.t0, "resumed_from_step": resumed_from,
+               "world_size": run.info.world_size, "amp": str(run.amp).replace("torch.", ""),
+               "train_videos": len(data.train_ds.videos), "excluded_videos": len(data.train_ds.excluded),
+               "last_train_loss": history[-1]["train_loss"] if history else None}
+    if state.init_report is not None:
+        metrics["init_new_tensors"] = len(state.init_report["missing"])
+        metrics["init_unused_tensors"] = len(state.init_report["unexpected"])
+        metrics["init_mismatched_tensors"] = len(state.init_report["mismatched"])
+    if run.info.is_main:
+        paths = run.paths
         best_copy = paths.ckpt_dir / BEST_NAME
         if not paths.model_out.is_file() and best_copy.is_file():   # finished phase rerun: restore the best model
-            paths.model_out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = paths.model_out.with_name(f".{paths.model_out.name}.{os.getpid()}.tmp")
-            shutil.copyfile(best_copy, tmp)
-            os.replace(tmp, paths.model_out)
-            log.info("phase %s was already complete in %s: restored %s", phase, paths.ckpt_dir, paths.model_out)
-        _atomic_json(metrics, paths.metrics_out)
+            with atomic_path(paths.model_out) as tmp:
+                shutil.copyfile(best_copy, tmp)
+            log.info("phase %s was already complete in %s: restored %s", run.phase, paths.ckpt_dir, paths.model_out)
+        write_text(paths.metrics_out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         live.end()
-    D.barrier(info)
-    return (metrics, model) if return_model else metrics
+    D.barrier(run.info)
+    return metrics

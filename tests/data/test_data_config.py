@@ -21,7 +21,7 @@ def test_committed_params_load():
     p = load_params(REPO / "params.yaml")
     assert p.demo.max_videos_per_split == 0
     # the sampled runs fit in one demo video and are spread over it (many poses, issue 10)
-    assert p.preprocess.num_frames == p.preprocess.num_segments * p.preprocess.frames_per_segment <= p.demo.clip_frames
+    assert p.preprocess.stored_frames == p.preprocess.num_segments * p.preprocess.frames_per_segment <= p.demo.clip_frames
     assert p.preprocess.num_segments >= 4
     assert p.data.used() == ["demo", "demo_cross"]
 

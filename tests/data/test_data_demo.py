@@ -1,13 +1,12 @@
 """The demo stage: FF++ layout, manipulations that change the face only, determinism given the seed."""
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from stfmamba.config import DatasetConfig
 from stfmamba.data.adapters import build_adapter
-from stfmamba.data.demo import DEMO_METHODS
+from stfmamba.data.demo.fakes import DEMO_METHODS
 from stfmamba.data.faces import RunTracker
 from stfmamba.data.video import read_all
 

@@ -12,7 +12,7 @@ from stfmamba.data.adapters.ffpp import read_split
 from stfmamba.data.faces import inter_ocular
 from stfmamba.data.manifest import COLUMNS, load_npz, read_manifest
 from stfmamba.data.preprocess import in_shard, preprocess_dataset
-from stfmamba.data.verify import check_npz
+from stfmamba.data.verify import check_npz_arrays
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"good": "ok", "good_fake": "ok", "truncated": "unreadable", "empty": "unreadable",
@@ -59,7 +59,7 @@ def test_npz_contract(first_run, pre_cfg):
         assert z["boxes"].shape == (16, 4) and z["frame_idx"].dtype == np.int64
         assert z["frame_idx"].tolist() == [*range(8), *range(22, 30)]    # 30-frame clip: runs at 0 and 22
         assert z["metadata"]["video_id"] == rec.video_id and z["metadata"]["n_src_frames"] == 30
-        assert check_npz(z, pre_cfg) == []
+        assert check_npz_arrays(z, pre_cfg) == []
         lm = z["landmarks"]
         assert (lm[:, 36:48, 1].mean(1) < lm[:, 48:68, 1].mean(1)).all()        # eyes above the mouth
         assert (inter_ocular(lm) > 0.2 * 64).all()                               # a face, not a speck

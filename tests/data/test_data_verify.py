@@ -12,7 +12,7 @@ from stfmamba.config import Params, from_dict
 from stfmamba.data.adapters import build_adapter
 from stfmamba.data.manifest import load_npz, read_manifest, save_npz
 from stfmamba.data.preprocess import preprocess_dataset
-from stfmamba.data.verify import check_npz, verify
+from stfmamba.data.verify import check_npz_arrays, verify
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ["DemoSwapFlicker", "DemoSwapAE", "DemoReenact", "DemoMouthTex"]
@@ -56,14 +56,14 @@ def test_check_npz_catches_broken_arrays(preprocessed):
     cfg = from_dict(Params, raw).preprocess
     rec = read_manifest(pre / "demo").query("status == 'ok'").iloc[0]
     z = load_npz(pre / "demo" / rec.npz)
-    assert check_npz(z, cfg) == []
+    assert check_npz_arrays(z, cfg) == []
     bad = dict(z, landmarks=np.where(np.arange(68)[None, :, None] == 3, np.nan, z["landmarks"]).astype(np.float32))
-    assert check_npz(bad, cfg) == ["landmarks: NaN or inf"]
+    assert check_npz_arrays(bad, cfg) == ["landmarks: NaN or inf"]
     outside = dict(z, landmarks=z["landmarks"] + 70)
-    assert "outside the crop" in check_npz(outside, cfg)[0]
-    assert "frames: uint8[16, 32, 32, 3]" in check_npz(dict(z, frames=z["frames"][:, :32, :32]), cfg)[0]
+    assert "outside the crop" in check_npz_arrays(outside, cfg)[0]
+    assert "frames: uint8[16, 32, 32, 3]" in check_npz_arrays(dict(z, frames=z["frames"][:, :32, :32]), cfg)[0]
     jump = dict(z, frame_idx=z["frame_idx"] * 2)
-    assert check_npz(jump, cfg) == ["frame_idx: a run is not contiguous"]
+    assert check_npz_arrays(jump, cfg) == ["frame_idx: a run is not contiguous"]
 
 
 def _stage(params: dict, tmp_path: Path) -> subprocess.CompletedProcess:

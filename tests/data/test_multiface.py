@@ -16,7 +16,7 @@ import torch
 from stfmamba.config import PreprocessConfig
 from stfmamba.data.adapters.base import VideoRow
 from stfmamba.data.clips import ClipSpec
-from stfmamba.data.demo import load_donor, swap_flicker, track_landmarks
+from stfmamba.data.demo.fakes import load_donor, swap_flicker, track_landmarks
 from stfmamba.data.faces import follow_run, lost_at
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.data.preprocess import params_hash, process_faces, process_video, preprocess_dataset

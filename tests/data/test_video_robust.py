@@ -16,7 +16,7 @@ from stfmamba.config import PreprocessConfig
 from stfmamba.data.adapters import VideoRow
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.data.preprocess import CRASH_ENV, process_video, preprocess_dataset
-from stfmamba.data.verify import check_npz
+from stfmamba.data.verify import check_npz_arrays
 from stfmamba.data.video import VideoError, read_all, read_clip, read_runs
 
 SOURCE = Path(__file__).resolve().parents[2] / "data" / "demo" / "source"
@@ -137,7 +137,7 @@ def test_corrupt_middle_uses_what_decodes(tmp_path, franck):
     df = read_manifest(out)
     assert s.ok == 1 and int(df.decode_errors[0]) == clip.decode_errors > 0
     z = load_npz(out / df.npz[0])
-    assert check_npz(z, CFG) == [] and z["metadata"]["decode_errors"] == clip.decode_errors
+    assert check_npz_arrays(z, CFG) == [] and z["metadata"]["decode_errors"] == clip.decode_errors
     assert int(df.n_unique_frames[0]) == z["metadata"]["n_unique_frames"] == len(np.unique(z["frame_idx"]))
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from sklearn.metrics import roc_auc_score
 
 from stfmamba.config import PreprocessConfig, STFV8Config
 from stfmamba.data.video import read_runs, write_video
@@ -34,6 +36,7 @@ def test_cli_on_celebdf_layout(tmp_path):
 
     cfg = STFV8Config.debug()    # 4-frame clips of 32 px, trained (say) on 40 px crops of 1 run of 4 frames
     pre = PreprocessConfig(num_segments=1, frames_per_segment=4, crop_size=40, margin=0.3)
+    torch.manual_seed(0)         # a fixed untrained model: the same scores (and AUC, not 0.5) every run
     save_model_file(tmp_path / "model.pt", build_model(cfg), cfg, preprocess=pre)
 
     out = tmp_path / "results"   # no params.yaml in tmp_path: built-in defaults (224 px crops, 4 x 32 frames)
@@ -49,10 +52,17 @@ def test_cli_on_celebdf_layout(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     fails = pd.read_csv(out / "failures.csv")
     assert m["videos"] == {"total": 4, "scored": 3, "failed": 1}, fails.to_dict("records")
-    assert set(m["auc"]) == {"overall", "Celeb-synthesis"} and 0.0 <= m["auc"]["overall"] <= 1.0
     assert m["failed"]["overall"] == {"real": 0, "fake": 1} and m["static_auc"]["overall"] is not None
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False).set_index("video_id")
     assert scores.loc["id0_0000", "label"] == 0 and scores.loc["id0_id1_0000", "label"] == 1  # flag 1 = real
+    # the reported AUC is the AUC of the reported scores of the scored videos (2 reals, 1 fake)
+    ok = scores[scores["status"] == "ok"]
+    assert set(m["auc"]) == {"overall", "Celeb-synthesis"}
+    assert (m["n_real"]["overall"], m["n_fake"]["overall"]) == (2, 1)
+    expected = roc_auc_score(ok["label"].astype(int), ok["score"].astype(float))
+    assert m["auc"]["overall"] == pytest.approx(expected) and m["auc"]["Celeb-synthesis"] == pytest.approx(expected)
+    roc = pd.read_csv(out / "roc" / "overall.csv")
+    assert tuple(roc.iloc[-1][["fpr", "tpr"]]) == (1.0, 1.0)
     assert list(fails["video_id"]) == ["id9_id1_0009"]
     assert "could not be scored" in p.stdout
     assert (out / "preprocessed" / "celebdf" / "manifest.csv").is_file() and (out / "roc.png").is_file()

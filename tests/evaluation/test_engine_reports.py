@@ -101,6 +101,10 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert "static_score" in pd.read_csv(out / "clips.csv").columns
     assert (out / "roc.png").stat().st_size > 1000
     assert sorted(p.name for p in (out / "roc").iterdir()) == ["A.csv", "B.csv", "overall.csv"]
+    # the columns dvc.yaml's ROC plots name (x: fpr, y: tpr), from (0, 0) to (1, 1)
+    roc_a = pd.read_csv(out / "roc" / "A.csv")
+    assert list(roc_a.columns) == ["fpr", "tpr", "threshold"] and np.isfinite(roc_a.to_numpy()).all()
+    assert tuple(roc_a.iloc[0, :2]) == (0.0, 0.0) and tuple(roc_a.iloc[-1, :2]) == (1.0, 1.0)
     assert len(pd.read_csv(out / "failures.csv")) == 4
     assert "4 of 11 videos could not be scored" in describe_failures("t", videos)
     assert "| A | 1.000 [1.000, 1.000] | 0.938 | 1.000 | 1.000 | 0.000 | " in markdown_table(m)

@@ -28,6 +28,25 @@ def test_eer_interpolates_between_operating_points():
     assert eer(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(0.0)
 
 
+def test_eer_known_by_construction():
+    # 10 reals, 10 fakes; 2 reals score above every fake and 2 fakes below every real: at the
+    # threshold between them 2 of 10 reals pass (FPR 0.2) and 2 of 10 fakes are missed (FNR 0.2)
+    reals = np.r_[np.linspace(0.30, 0.45, 8), [0.95, 0.97]]
+    fakes = np.r_[[0.05, 0.07], np.linspace(0.60, 0.90, 8)]
+    labels = np.r_[np.zeros(10, int), np.ones(10, int)]
+    assert eer(labels, np.r_[reals, fakes]) == pytest.approx(0.2)
+    # two unit Gaussians 2 apart: the EER is at the midpoint threshold, Phi(-1) = 0.158655
+    rng = np.random.default_rng(0)
+    n = 200_000
+    labels = np.r_[np.zeros(n, int), np.ones(n, int)]
+    assert eer(labels, np.r_[rng.normal(-1, 1, n), rng.normal(1, 1, n)]) == pytest.approx(0.158655, abs=0.003)
+    # order-preserving transforms do not move it; flipping the scores turns EER e into 1 - e
+    scores = np.r_[reals, fakes]
+    labels = np.r_[np.zeros(10, int), np.ones(10, int)]
+    assert eer(labels, np.exp(5 * scores)) == pytest.approx(0.2)
+    assert eer(labels, -scores) == pytest.approx(0.8)
+
+
 def test_single_class_gives_none_not_half():
     assert auc(np.array([1, 1]), np.array([0.2, 0.9])) is None
     assert eer(np.array([0, 0]), np.array([0.2, 0.9])) is None

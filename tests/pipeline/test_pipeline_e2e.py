@@ -15,8 +15,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from dvc_helpers import env, git_init, run
 
@@ -56,6 +58,26 @@ def _copy_tracked(dst: Path) -> None:
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
+
+
+def _auc_from_scores(scores_csv: Path) -> dict[str, float | None]:
+    """AUC of ``overall`` and of each method (all scored reals vs its scored fakes), recomputed from a
+    report's scores.csv; None for a subset with a single class."""
+    v = pd.read_csv(scores_csv)
+    ok = v[v["status"] == "ok"]
+    subsets = {"overall": ok, **{m: ok[(ok["label"] == 0) | (ok["method"] == m)]
+                                 for m in set(ok.loc[ok["label"] == 1, "method"])}}
+    return {name: float(roc_auc_score(sub["label"], sub["score"])) if sub["label"].nunique() == 2 else None
+            for name, sub in subsets.items()}
+
+
+def _assert_auc_matches_scores(auc: dict[str, float | None], scores_csv: Path) -> None:
+    """The metrics file's ``auc`` is the AUC of the scores the same stage wrote, subset by subset."""
+    expected = _auc_from_scores(scores_csv)
+    assert set(expected) <= set(auc), (auc, expected)
+    for name, value in auc.items():
+        want = expected.get(name)   # a method whose fakes all failed: listed with null
+        assert (value is None) == (want is None) and (want is None or abs(value - want) < 1e-9), (name, auc, expected)
 
 
 def _stages_run(out: str) -> set[str]:
@@ -100,13 +122,13 @@ def test_repro_writes_metrics_then_is_a_noop(project):
         m = json.loads((proj / f"metrics/eval_phase_{phase}.json").read_text())
         assert {"overall"} | methods <= set(m["auc"]), m["auc"]
         assert m["videos"]["scored"] > 0 and m["n_fake"]["overall"] > 0
-        assert all(v is None or 0.0 <= v <= 1.0 for v in m["auc"].values())
+        _assert_auc_matches_scores(m["auc"], proj / f"plots/eval_phase_{phase}/scores.csv")
         assert (proj / f"plots/eval_phase_{phase}/roc.png").is_file()
     cross = json.loads((proj / "metrics/eval_cross.json").read_text())
     assert "demo_cross" in cross["auc"]
     frame = json.loads((proj / "metrics/eval_frame.json").read_text())   # the baseline, side by side
     assert "overall" in frame["auc"] and frame["videos"]["scored"] > 0
-    assert all(v is None or 0.0 <= v <= 1.0 for v in frame["auc"].values())
+    _assert_auc_matches_scores(frame["auc"], proj / "plots/eval_frame/scores.csv")
     clips = (proj / "plots/eval_frame/clips.csv").read_text().splitlines()
     assert len(clips) - 1 == 2 * frame["videos"]["scored"]              # baseline.eval_frames frames per video
     assert "demo_cross" in json.loads((proj / "metrics/eval_frame_cross.json").read_text())["auc"]
@@ -129,7 +151,7 @@ def test_repro_writes_metrics_then_is_a_noop(project):
     assert "failed to load" not in plots.stdout + plots.stderr
     html = (proj.parent / "plots_html" / "index.html").read_text()
     assert "eval_phase_a/roc/DemoSwapFlicker.csv" in html and "AUC per dataset, cross" in html
-    assert "eval_frame/roc/DemoSwapFlicker.csv" in html
+    assert "eval_frame/roc/DemoSwapFlicker.csv" in html and "eval_cross/roc/demo_cross.csv" in html
 
 
 @pytest.mark.slow

@@ -103,3 +103,23 @@ def test_old_pickled_resume_file_is_discarded_with_a_warning(tiny_dataset, finis
     assert m["resumed_from_step"] is None and m["steps"] == finished[1]
     assert "resume discarded" in caplog.text and "older format" in caplog.text
     assert torch.load(last, weights_only=True)["format"] == RESUME_FORMAT   # overwritten by the new run
+
+
+def test_format_2_resume_file_is_refused_with_the_fix(tiny_dataset, finished, tmp_path, caplog):
+    """A resume file of format 2 (PyTorch LambdaLR state, decay group first) cannot continue under
+    timm's scheduler: it is refused with a message that names both formats and says to delete the
+    checkpoint folder; the trainer starts the phase afresh and overwrites it."""
+    ckpt = _copy(finished, tmp_path)
+    last = ckpt / "phase_a" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    ck["format"], ck["scheduler"] = 2, {"base_lrs": [1e-3, 1e-3], "last_epoch": finished[1], "_step_count": 1}
+    torch.save(ck, last)
+    with pytest.raises(ResumeFormatError, match=rf"format 2 \(.*LambdaLR.*\), this version reads format "
+                                                rf"{RESUME_FORMAT} \(.*CosineLRScheduler.*\).*delete .*phase_a"):
+        load_resume(last)
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(ckpt), clips_per_video=1, epochs_phase_a=1)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        m, _ = _run(params, tmp_path)
+    assert m["resumed_from_step"] is None and m["steps"] == finished[1]
+    assert "resume discarded" in caplog.text and "format 2" in caplog.text
+    assert torch.load(last, weights_only=True)["format"] == RESUME_FORMAT

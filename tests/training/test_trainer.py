@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ from stfmamba.config import STFV8Config
 from stfmamba.models import build_model
 from stfmamba.models.checkpoint import load_model_file
 from stfmamba.training import TrainPaths, train
-from stfmamba.training.optim import param_groups, warmup_cosine
+from stfmamba.training.optim import MIN_LR_RATIO, build_optimizer, build_scheduler, current_lr
 
 from trainkit import tiny_params
 
@@ -30,15 +31,40 @@ def _run(params, phase, out: Path, **kw):
     return train(params, phase, paths, **kw), paths
 
 
-def test_weight_decay_groups_and_schedule():
+def test_weight_decay_groups():
+    """timm's groups: no decay for every 1-D parameter (norms, biases, A_log, D), decay for the rest."""
     model = build_model(STFV8Config.debug())
-    decay, no_decay = param_groups(model, 0.05)
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-    lrs = [warmup_cosine(s, 10, 100) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.05
+    groups = build_optimizer(model, 1e-3, 0.05).param_groups
+    by_wd = {g["weight_decay"]: g["params"] for g in groups}
+    assert sorted(by_wd) == [0.0, 0.05] and all(g["lr"] == 1e-3 for g in groups)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.ndim > 1 and not names[id(p)].endswith(".bias") for p in by_wd[0.05])
+    assert all(p.ndim <= 1 for p in by_wd[0.0]) and any(names[id(p)].endswith("A_log") for p in by_wd[0.0])
+    assert len(by_wd[0.05]) + len(by_wd[0.0]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("warmup", [10, 0])
+def test_schedule_is_warmup_then_cosine_to_the_floor(warmup):
+    """The lr of optimizer step s (set by ``step_update(s)``) against the closed form: linear from
+    lr/W at step 0 to the peak at step W, then cosine to MIN_LR_RATIO · lr at step T."""
+    peak, total = 2e-3, 110
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2, 2))], lr=peak)
+    sched = build_scheduler(opt, warmup, total)
+    lrs = [current_lr(opt)]                     # step 0: set when the scheduler is built
+    for s in range(1, total + 1):
+        sched.step_update(s)
+        lrs.append(current_lr(opt))
+    floor, mid = MIN_LR_RATIO * peak, warmup + (total - warmup) // 2
+    if warmup:
+        assert lrs[0] == pytest.approx(peak / warmup)                                  # start of warm-up
+        assert lrs[warmup // 2] == pytest.approx(peak / warmup + warmup // 2 * (peak - peak / warmup) / warmup)
+        assert all(a < b for a, b in zip(lrs[:warmup], lrs[1:warmup + 1]))              # rising
+    assert lrs[warmup] == pytest.approx(peak)                                           # end of warm-up: the peak
+    assert lrs[mid] == pytest.approx((peak + floor) / 2)                                # half-way down the cosine
+    assert lrs[total - 1] == pytest.approx(floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * (total - 1 - warmup)
+                                                                                      / (total - warmup))))
+    assert lrs[total] == pytest.approx(floor)                                           # the floor at the end
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))                  # falling
 
 
 def test_two_epochs_lower_the_training_loss(tiny_dataset, tmp_path):
@@ -123,7 +149,8 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tiny_dataset, tmp_path
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.allclose(sa["exp_avg"], sb["exp_avg"], atol=1e-6) and sa["step"] == sb["step"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert a["scheduler"] == b["scheduler"]
+    assert [g["lr"] for g in a["optimizer"]["param_groups"]] == [g["lr"] for g in b["optimizer"]["param_groups"]]
     # the resumed run really started from the checkpoint taken at the kill
     assert ck_kill["trainer"]["step"] == at_kill["step"] and ck_kill["optimizer"]["state"]
 
@@ -159,6 +186,32 @@ def test_budget_tracker_stops_the_run(tiny_dataset, tmp_path):
     assert m["budget_stopped"] is True and m["steps"] < 16
     assert json.loads(paths.metrics_out.read_text())["budget_stopped"] is True
     assert paths.model_out.is_file() and (paths.ckpt_dir / "last.pt").is_file()
+
+
+def test_budget_stop_then_resume_continues_the_schedule(tiny_dataset, tmp_path, monkeypatch):
+    """A run stopped mid-warm-up (budget) and resumed ends with the weights, lr and schedule of the
+    uninterrupted run: the resumed steps use the restored step's lr, not the warm-up's start."""
+    import stfmamba.training.trainer as trainer_mod
+    over = dict(clips_per_video=2, epochs_phase_a=2, warmup_epochs=1, lr=1e-2)   # 4 steps / epoch, W = 4, T = 8
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    _run(tiny_params(tiny_dataset, checkpoint_dir=str(full / "ckpt"), **over), "a", full)
+
+    class StopAfter3(trainer_mod.BudgetTracker):
+        def should_stop(self) -> bool:
+            return self._steps >= 3
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(cut / "ckpt"), **over)
+    with monkeypatch.context() as mp:
+        mp.setattr(trainer_mod, "BudgetTracker", StopAfter3)
+        first, _ = _run(params, "a", cut)
+    assert first["budget_stopped"] and first["steps"] == 3
+    again, _ = _run(params, "a", cut)
+    assert again["resumed_from_step"] == 3 and again["steps"] == 8
+    a = torch.load(full / "ckpt" / "phase_a" / "last.pt", weights_only=True)
+    b = torch.load(cut / "ckpt" / "phase_a" / "last.pt", weights_only=True)
+    assert [h["lr"] for h in a["trainer"]["history"]] == [h["lr"] for h in b["trainer"]["history"]]
+    assert a["scheduler"] == b["scheduler"]
+    for k, v in a["model"].items():
+        assert torch.allclose(v, b["model"][k], atol=1e-6), f"weights differ at {k}"
 
 
 def test_phase_b_starts_from_phase_a(tiny_dataset, tmp_path):
