@@ -95,13 +95,20 @@ def test_old_pickled_resume_file_is_discarded_with_a_warning(tiny_dataset, finis
     ck["rng"] = ck["rng_per_rank"][0] = {"python": random.getstate(), "numpy": np.random.get_state(),
                                          "torch": torch.get_rng_state()}
     torch.save(ck, last)
-    with pytest.raises(ResumeFormatError, match="older format"):
+    _refused_then_fresh(ckpt, tiny_dataset, finished, tmp_path, caplog, "older format", "older format")
+
+
+def _refused_then_fresh(ckpt, tiny_dataset, finished, tmp_path, caplog, error: str, warning: str) -> None:
+    """``load_resume`` refuses the doctored file with ``error``; the trainer logs ``warning``,
+    starts the phase afresh and overwrites the file in the current format."""
+    last = ckpt / "phase_a" / "last.pt"
+    with pytest.raises(ResumeFormatError, match=error):
         load_resume(last)
     params = tiny_params(tiny_dataset, checkpoint_dir=str(ckpt), clips_per_video=1, epochs_phase_a=1)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         m, _ = _run(params, tmp_path)
     assert m["resumed_from_step"] is None and m["steps"] == finished[1]
-    assert "resume discarded" in caplog.text and "older format" in caplog.text
+    assert "resume discarded" in caplog.text and warning in caplog.text
     assert torch.load(last, weights_only=True)["format"] == RESUME_FORMAT   # overwritten by the new run
 
 
@@ -114,12 +121,6 @@ def test_format_2_resume_file_is_refused_with_the_fix(tiny_dataset, finished, tm
     ck = torch.load(last, weights_only=True)
     ck["format"], ck["scheduler"] = 2, {"base_lrs": [1e-3, 1e-3], "last_epoch": finished[1], "_step_count": 1}
     torch.save(ck, last)
-    with pytest.raises(ResumeFormatError, match=rf"format 2 \(.*LambdaLR.*\), this version reads format "
-                                                rf"{RESUME_FORMAT} \(.*CosineLRScheduler.*\).*delete .*phase_a"):
-        load_resume(last)
-    params = tiny_params(tiny_dataset, checkpoint_dir=str(ckpt), clips_per_video=1, epochs_phase_a=1)
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        m, _ = _run(params, tmp_path)
-    assert m["resumed_from_step"] is None and m["steps"] == finished[1]
-    assert "resume discarded" in caplog.text and "format 2" in caplog.text
-    assert torch.load(last, weights_only=True)["format"] == RESUME_FORMAT
+    _refused_then_fresh(ckpt, tiny_dataset, finished, tmp_path, caplog,
+                        rf"format 2 \(.*LambdaLR.*\), this version reads format "
+                        rf"{RESUME_FORMAT} \(.*CosineLRScheduler.*\).*delete .*phase_a", "format 2")
