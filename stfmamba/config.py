@@ -200,6 +200,7 @@ class TrainingConfig:
     label_smoothing: float = field(default=0.1, metadata=_rng(0.0, 0.5))
     hll_loss_weight: float = field(default=0.1, metadata=_rng(0.0, 100.0))
     hll_margin: float = field(default=0.1, metadata=_rng(0.0, 100.0))
+    mask_loss_weight: float = field(default=0.0, metadata=_rng(0.0, 100.0))  # blend-mask supervision of the video model (0 = off)
     sdim_l1_weight: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
     clips_per_video: int = field(default=2, metadata=_rng(1, 1000))
     qp_min: int = field(default=23, metadata=_rng(0, 51))

@@ -114,15 +114,15 @@ def scale_jitter(frames: np.ndarray, zoom: float, dx: float, dy: float) -> np.nd
     """Zoom about the centre and shift every frame alike (linear, mirrored borders).
 
     Args:
-        frames: ``(N, H, W, 3)`` uint8.
+        frames: ``(N, H, W, 3)`` uint8 (or ``(N, H, W)`` float32: a mask).
         zoom: scale factor (> 1 shows less of the head).
         dx: shift in fractions of the width.
         dy: shift in fractions of the height.
 
     Returns:
-        ``(N, H, W, 3)`` uint8.
+        an array like ``frames``.
     """
-    n, h, w, _ = frames.shape
+    h, w = frames.shape[1:3]
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     m = np.array([[zoom, 0.0, cx - zoom * cx + dx * w], [0.0, zoom, cy - zoom * cy + dy * h]], np.float32)
     return np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
@@ -130,7 +130,7 @@ def scale_jitter(frames: np.ndarray, zoom: float, dx: float, dy: float) -> np.nd
 
 
 def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, cfg: PairAugConfig = PairAugConfig(),
-                 transform: A.Compose | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                 transform: A.Compose | None = None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Apply the same augmentation to a real clip and its fake.
 
     Args:
@@ -139,9 +139,13 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
         rng: the pair's generator (one seed per clip pair).
         cfg: :class:`PairAugConfig`.
         transform: a prebuilt :func:`build_pair_transform`.
+        mask: optional ``(T, H, W)`` float32 blend mask of the fake; it gets the same geometric
+            changes (zoom / shift, flip) as the frames and none of the photometric ones.
 
     Returns:
-        ``(real, fake, info)`` with ``info = {"qp": int or None, "zoom": float or None}``.
+        ``(real, fake, info)`` with ``info = {"qp": int or None, "zoom": float or None}`` and, when
+        ``mask`` is given, ``info["mask"]`` (the transformed mask). The random draws are the same
+        with or without a mask.
     """
     t = real.shape[0]
     tf = transform or build_pair_transform()
@@ -150,10 +154,18 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
     zoom = None
     if rng.random() < cfg.jitter_prob:
         zoom = float(rng.uniform(*cfg.zoom))
-        both = scale_jitter(both, zoom, *rng.uniform(-cfg.shift, cfg.shift, 2))
-    both = tf(images=both)["images"]
+        shift = rng.uniform(-cfg.shift, cfg.shift, 2)
+        both = scale_jitter(both, zoom, *shift)
+        if mask is not None:
+            mask = scale_jitter(mask, zoom, *shift)
+    if mask is None:
+        both = tf(images=both)["images"]
+    else:
+        out = tf(images=both, masks=np.ascontiguousarray(mask, np.float32))
+        both, mask = out["images"], np.asarray(out["masks"], np.float32)
     qp = None
     if cfg.compression and rng.random() < cfg.compression_prob:
         qp = int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
         both = np.concatenate([h264_roundtrip(both[:t], qp), h264_roundtrip(both[t:], qp)])
-    return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), {"qp": qp, "zoom": zoom}
+    info = {"qp": qp, "zoom": zoom} | ({} if mask is None else {"mask": np.ascontiguousarray(mask)})
+    return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), info

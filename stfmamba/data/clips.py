@@ -95,6 +95,16 @@ def model_clip(frames: np.ndarray, img_size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (img_size, img_size), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+def model_mask(mask: np.ndarray, img_size: int) -> np.ndarray:
+    """A clip's blend mask ``(T, S, S)`` float -> ``(T, img_size, img_size)`` float32, resized like
+    :func:`model_clip` (OpenCV ``INTER_AREA``) so it stays aligned with the model's frames."""
+    mask = np.asarray(mask, np.float32)
+    if mask.shape[1] == img_size:
+        return mask
+    import cv2
+    return np.stack([cv2.resize(m, (img_size, img_size), interpolation=cv2.INTER_AREA) for m in mask])
+
+
 def clip_tensor(frames: np.ndarray, img_size: int) -> torch.Tensor:
     """``frames: (T, S, S, 3)`` uint8 -> ``(3, T, img_size, img_size)`` uint8 (steps 2-3 of the contract)."""
     return torch.from_numpy(np.ascontiguousarray(model_clip(frames, img_size))).permute(3, 0, 1, 2)

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from stfmamba.config import ConfigError, Params
 from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transform
-from stfmamba.data.clips import ClipSpec, clip_starts, model_clip, normalize_clips, random_clip_start
+from stfmamba.data.clips import ClipSpec, clip_starts, model_clip, model_mask, normalize_clips, random_clip_start
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.data.sbi import SBIConfig, build_source_transform, self_blend_clip
 
@@ -164,8 +164,9 @@ class VideoSBIDataset(Dataset):
 
         Returns:
             ``(real, fake, mask)``: ``(T, S, S, 3)`` uint8 twice and the effective blend mask
-            ``(T, S, S)`` float32. Before the common augmentation the fake equals the real
-            exactly wherever ``mask == 0``.
+            ``(T, S, S)`` float32 (after the common augmentation's zoom, shift and flip when
+            ``common_aug``). Before the common augmentation the fake equals the real exactly
+            wherever ``mask == 0``.
         """
         vid, start = self.items[index]
         video_id, path = self.videos[vid]
@@ -180,15 +181,19 @@ class VideoSBIDataset(Dataset):
             self._src_tf, self._pair_tf = build_source_transform(), build_pair_transform()
         res = self_blend_clip(frames, lms, rng, self.sbi, self._src_tf)
         real, fake = res.real, res.fake          # the real is SBI's target (it may carry the colour transform)
+        mask = res.mask
         if common_aug and self.aug is not None:
-            real, fake, _ = augment_pair(real, fake, rng, self.aug, self._pair_tf)
-        return real, fake, res.mask
+            real, fake, info = augment_pair(real, fake, rng, self.aug, self._pair_tf, mask=mask)
+            mask = info["mask"]
+        return real, fake, mask
 
     def __getitem__(self, index: int) -> dict:
         s = self.spec
-        real, fake, _ = self.pair(index)
+        real, fake, mask = self.pair(index)
         x = torch.from_numpy(np.stack([model_clip(real, s.img_size), model_clip(fake, s.img_size)]))  # (2, T, H, W, 3)
-        return {"x": x.permute(0, 4, 1, 2, 3), "y": torch.tensor([0, 1]), "index": index}     # (2, 3, T, H, W)
+        m = torch.from_numpy(model_mask(mask, s.img_size))                                    # (T, H, W)
+        return {"x": x.permute(0, 4, 1, 2, 3), "y": torch.tensor([0, 1]), "index": index,     # (2, 3, T, H, W)
+                "mask": torch.stack([torch.zeros_like(m), m])}                                # (2, T, H, W): real = 0
 
 
 def worker_init(worker_id: int) -> None:

@@ -3,6 +3,14 @@
 ``STFV8Loss(cfg)(outputs, labels) -> (total, parts)``::
 
     total = CE_ls(logits, labels) + hll_loss_weight · HLL + sdim_l1_weight · aux_losses["sdim_l1"]
+            + mask_loss_weight · BCE(mask_logits, blend mask)
+
+Mask term (``training.mask_loss_weight > 0``; the model then has a mask head): per-pixel binary
+cross-entropy between the model's per-frame ``mask_logits (B, T, h, w)`` and the clip's effective
+blend mask (SBI's mask times its blend ratio; all zeros for a real clip), area-averaged to the
+logits' resolution. It tells the network *where* the blend is, a dense signal next to the one
+label per clip (the idea of Face X-ray, Li et al. CVPR 2020, on SBI's own masks); it needs no
+manipulated video, so the training stays on reals only.
 
 HLL term (per-sample energy ``e = hll_energy``, or ``hll_energy / all_band_energy`` with
 ``use_hll_normalization``):
@@ -25,7 +33,7 @@ from torch import nn
 
 from stfmamba.config import STFV8Config
 
-__all__ = ["ContrastiveHLLLoss", "RealHLLLoss", "STFV8Loss"]
+__all__ = ["ContrastiveHLLLoss", "RealHLLLoss", "STFV8Loss", "mask_loss"]
 
 _EPS = 1e-8
 
@@ -71,13 +79,15 @@ class STFV8Loss(nn.Module):
         super().__init__()
         t, f = cfg.training, cfg.features
         self.label_smoothing = t.label_smoothing
-        self.hll_weight, self.sdim_weight = t.hll_loss_weight, t.sdim_l1_weight
+        self.hll_weight, self.sdim_weight, self.mask_weight = t.hll_loss_weight, t.sdim_l1_weight, t.mask_loss_weight
         self.hll = (ContrastiveHLLLoss(t.hll_margin, f.use_hll_normalization) if f.use_contrastive_hll
                     else RealHLLLoss(f.use_hll_normalization))
 
-    def forward(self, outputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """outputs: model dict; labels: ``(B,)`` int64 -> ``(total, {"ce", "hll", "sdim_l1", "total"})``
-        (``{"ce", "total"}`` for a per-frame model)."""
+    def forward(self, outputs: dict, labels: torch.Tensor,
+                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """outputs: model dict; labels: ``(B,)`` int64; masks: ``(B, T, H, W)`` blend masks (used when
+        the model returns ``mask_logits`` and ``mask_loss_weight > 0``) -> ``(total, {"ce", "hll",
+        "sdim_l1", ["mask",] "total"})`` (``{"ce", "total"}`` for a per-frame model)."""
         labels = labels.long()
         if "frame_logits" in outputs:
             frame_logits = outputs["frame_logits"].float()                       # (B, T, 2)
@@ -92,6 +102,20 @@ class STFV8Loss(nn.Module):
         sdim = outputs.get("aux_losses", {}).get("sdim_l1")
         sdim = ce.new_zeros(()) if sdim is None else sdim.float()
         total = ce + self.hll_weight * hll + self.sdim_weight * sdim
-        parts = {"ce": float(ce.detach()), "hll": float(hll.detach()), "sdim_l1": float(sdim.detach()),
-                 "total": float(total.detach())}
+        parts = {"ce": float(ce.detach()), "hll": float(hll.detach()), "sdim_l1": float(sdim.detach())}
+        if self.mask_weight > 0 and "mask_logits" in outputs:
+            if masks is None:
+                raise ValueError("training.mask_loss_weight > 0 but the batch has no blend masks")
+            mask = mask_loss(outputs["mask_logits"], masks)
+            total = total + self.mask_weight * mask
+            parts["mask"] = float(mask.detach())
+        parts["total"] = float(total.detach())
         return total, parts
+
+
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per-pixel BCE of ``logits (B, T, h, w)`` against ``masks (B, T, H, W)`` in [0, 1], the masks
+    area-averaged to ``(h, w)`` (``H``, ``W`` multiples of ``h``, ``w``)."""
+    b, t, h, w = logits.shape
+    target = F.adaptive_avg_pool2d(masks.flatten(0, 1).float(), (h, w)).view(b, t, h, w)
+    return F.binary_cross_entropy_with_logits(logits.float(), target)

@@ -59,6 +59,9 @@ class STFMamba(nn.Module):
             self.stages.append(Stage(in_dim, dim, names, m, f.use_adaptive_sdim, rates[k:k + len(names)],
                                      downsample=i > 0, spatial=spatial_mixer))
             in_dim, k = dim, k + len(names)
+        # blend-mask head (training.mask_loss_weight > 0): per-frame fake-region logits from the
+        # stage-1 input, a dense training signal of where the blend is (Face X-ray's idea on SBI's masks)
+        self.mask_head = nn.Linear(m.stage1_dim, 1) if cfg.training.mask_loss_weight > 0 else None
         self.norm = LayerNormFp32(in_dim)
         self.head_drop = nn.Dropout(m.dropout)
         self.head = nn.Linear(in_dim, 2)
@@ -79,8 +82,9 @@ class STFMamba(nn.Module):
         """Open state channels per SSM layer (for logging), e.g. ``{'stages.2.blocks.0…state_gate': 6.0}``."""
         return {n: g.effective_size() for n, g in self.state_gates().items()}
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: ``(B, 3, T, H, W)`` -> pooled features ``(B, C4)``, hll_energy ``(B,)``, all_band_energy ``(B,)``."""
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x: ``(B, 3, T, H, W)`` -> pooled features ``(B, C4)``, hll_energy ``(B,)``, all_band_energy ``(B,)``,
+        mask logits ``(B, T, h1, w1)`` (``None`` without the mask head)."""
         b = x.shape[0]
         frames = rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
         stem, trunk = self.stem(frames)                               # (B·T, H/2, W/2, Cs), (B·T, H/4, W/4, C1)
@@ -88,22 +92,27 @@ class STFMamba(nn.Module):
         feats = rearrange(trunk, "(b t) h w c -> b t h w c", b=b)
         bands, hll_energy, all_energy = self.wavelet(stem)           # (B, Cd, 8, T', H', W')
         feats = self.fusion[self.fusion_kind](feats, bands)
+        mask_logits = self.mask_head(feats).squeeze(-1) if self.mask_head is not None else None  # (B, T, h1, w1)
         for stage in self.stages:
             feats = stage(feats)                                      # (B, T, h_i, w_i, C_i)
-        return self.norm(feats.mean(dim=(1, 2, 3))), hll_energy, all_energy
+        return self.norm(feats.mean(dim=(1, 2, 3))), hll_energy, all_energy, mask_logits
 
     def forward(self, x: torch.Tensor) -> dict:
         """x: ``(B, 3, T, H, W)`` ImageNet-normalised clips.
 
         Returns:
             ``logits (B, 2)``, ``hll_energy (B,)``, ``all_band_energy (B,)`` (fp32) and
-            ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty).
+            ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty); with the
+            mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution).
         """
-        pooled, hll_energy, all_energy = self.forward_features(x)
+        pooled, hll_energy, all_energy, mask_logits = self.forward_features(x)
         logits = self.head(self.head_drop(pooled))
         gates = list(self.state_gates().values())
         aux = {"sdim_l1": torch.stack([g.l1() for g in gates]).mean()} if gates else {}
-        return {"logits": logits, "hll_energy": hll_energy, "all_band_energy": all_energy, "aux_losses": aux}
+        out = {"logits": logits, "hll_energy": hll_energy, "all_band_energy": all_energy, "aux_losses": aux}
+        if mask_logits is not None:
+            out["mask_logits"] = mask_logits
+        return out
 
 
 def _init_weights(module: nn.Module) -> None:

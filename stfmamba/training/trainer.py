@@ -485,12 +485,13 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
     for b, batch in enumerate(loader, start=start_batch):
         x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
         y = batch["y"].flatten().to(device)                           # (2B,)
+        masks = batch["mask"].flatten(0, 1).to(device) if "mask" in batch else None   # (2B, T, H, W)
         last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == data.batches_per_epoch
         sync = parts.net.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
                 out = parts.net(x)
-                loss, loss_parts = parts.loss_fn(out, y)
+                loss, loss_parts = parts.loss_fn(out, y, masks)
             (loss / tr.accum_steps).backward()
         micro_loss += float(loss.detach()) / tr.accum_steps
         micro_parts = {k: micro_parts.get(k, 0.0) + float(v) / tr.accum_steps for k, v in loss_parts.items()}
