@@ -184,14 +184,13 @@ def predict_video(path: Path, name: str, pre, scorer: Scorer) -> tuple[Predictio
         the :class:`~stfmamba.data.preprocess.FaceClip` of each face (empty on failure) and each
         clip's first index into a face's ``frames``.
     """
-    from stfmamba.data.faces import FaceError
     from stfmamba.data.preprocess import process_faces
-    from stfmamba.data.video import VideoError
+    from stfmamba.data.video import VideoError   # FaceError is a VideoError
     pred = Prediction(video=name, path=str(path))
     try:
         faces = process_faces(path, pre)
         scored = [scorer(fc.frames) for fc in faces]
-    except (VideoError, FaceError) as err:
+    except VideoError as err:
         pred.reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
         return pred, [], []
     except ValueError as err:
