@@ -54,8 +54,9 @@ __all__ = ["PREPROCESS_VERSION", "CRASH_ENV", "FaceClip", "process_video", "proc
            "params_hash", "src_hash", "in_shard",
            "preprocess_dataset", "PreprocessSummary"]
 
-PREPROCESS_VERSION = 2   # bump when the output of process_video changes for the same params (2: timestamp
-                         # indexing, rotation, overlapping runs, decode-error tolerance)
+PREPROCESS_VERSION = 3   # bump when the output of process_video changes for the same params (2: timestamp
+                         # indexing, rotation, overlapping runs, decode-error tolerance; 3: a run with no
+                         # face on its first frame is filled instead of failing the video)
 _HASHED_FIELDS = ("num_segments", "frames_per_segment", "crop_size", "margin", "detect_scale", "min_face_px",
                   "min_frames")
 _FLUSH_EVERY = 20        # rewrite the manifest after this many finished videos (crash-safe resume)
@@ -81,7 +82,8 @@ class FaceClip:
     variable_rate: bool     # the source has a variable frame rate
     face: int = 0           # track number: 0 = the primary (largest) face, 1.. the others by size
     track_breaks: list[dict] = field(default_factory=list)   # {"face", "run", "frame", "action"} (max_faces > 1)
-    filled_runs: list[int] = field(default_factory=list)     # runs copied from the nearest good run (extra faces)
+    filled_runs: list[int] = field(default_factory=list)     # runs copied from the nearest good run (a run
+                                                             # where the face was not detected, or lost: extras)
 
 
 def params_hash(cfg: PreprocessConfig) -> str:
@@ -165,10 +167,19 @@ def process_faces(path: str | Path, cfg: PreprocessConfig, max_faces: int | None
     crops = np.empty((len(frames), S, S, 3), np.uint8)
     lms = np.empty((len(frames), 68, 2), np.float32)
     boxes = np.empty((len(frames), 4), np.float32)
-    run_boxes, prim_boxes, breaks = [], [], []
+    run_boxes, prim_boxes, breaks, missing = [], [], [], []
     for r in range(R):
         sl = slice(r * L, (r + 1) * L)
-        lm, det = tracker.run(frames[sl])                       # (L, 68, 2) source pixels
+        try:
+            lm, det = tracker.run(frames[sl])                   # (L, 68, 2) source pixels
+        except FaceError as err:
+            if err.reason != "no_face":
+                raise
+            missing.append(r)                                   # filled below from the nearest good run
+            run_boxes.append(np.zeros((0, 4), np.float32))
+            prim_boxes.append(None)
+            breaks.append({"face": 0, "run": r, "frame": int(clip.frame_idx[sl.start]), "action": "filled"})
+            continue
         crops[sl], lms[sl], boxes[sl] = _crop_run(frames[sl], lm, cfg.margin, S)
         if max_faces > 1:
             run_boxes.append(tracker.last_boxes)
@@ -176,11 +187,19 @@ def process_faces(path: str | Path, cfg: PreprocessConfig, max_faces: int | None
             t = lost_at(frames[sl], lm, det)
             if t is not None:
                 breaks.append({"face": 0, "run": r, "frame": int(clip.frame_idx[sl.start + t]), "action": "kept"})
+    if len(missing) == R:
+        raise FaceError("no_face", f"dlib found no face on the first frame of any of the {R} runs")
+    frame_idx = np.array(clip.frame_idx).copy()
+    for r in missing:   # a run whose first frame has no detectable face: a copy of the nearest good run
+        src = min((g for g in range(R) if g not in missing), key=lambda g: (abs(g - r), g))
+        sl, ssl = slice(r * L, (r + 1) * L), slice(src * L, (src + 1) * L)
+        crops[sl], lms[sl], boxes[sl], frame_idx[sl] = crops[ssl], lms[ssl], boxes[ssl], frame_idx[ssl]
     if not np.isfinite(lms).all():
         raise FaceError("bad_landmarks", "non-finite landmarks")
     common = dict(fps=clip.fps, n_src_frames=clip.n_src_frames, run_starts=clip.run_starts,
                   decode_errors=clip.decode_errors, rotation=clip.rotation, variable_rate=clip.variable_rate)
-    out = [FaceClip(crops, lms, boxes, clip.frame_idx, n_unique_frames=clip.n_unique_frames, **common)]
+    n_unique = int(len(np.unique(frame_idx))) if missing else clip.n_unique_frames
+    out = [FaceClip(crops, lms, boxes, frame_idx, n_unique_frames=n_unique, filled_runs=missing, **common)]
     if max_faces <= 1:
         return out
 
@@ -249,6 +268,8 @@ def _job(row: dict[str, Any], npz_path: str, cfg_dict: dict[str, Any]) -> dict[s
                 "variable_frame_rate": clip.variable_rate}
         if cfg.max_faces > 1:   # max_faces = 1: exactly the single-face npz
             meta |= {"face": 0, "faces": len(faces), "track_breaks": clip.track_breaks}
+        if clip.filled_runs:    # runs with no face on their first frame, copied from the nearest good run
+            meta |= {"filled_runs": clip.filled_runs}
         save_npz(npz_path, clip.frames, clip.landmarks, clip.boxes, clip.frame_idx, meta)
         extras = []
         for fc in faces[1:]:

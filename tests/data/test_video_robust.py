@@ -109,6 +109,30 @@ def test_short_clip_overlapping_runs(tmp_path, franck):
     assert read_clip(tiny, 4, 8, 8).n_unique_frames == 12        # a lower min_frames accepts it
 
 
+def test_run_without_a_face_is_filled_not_fatal(tmp_path, franck):
+    """A run whose first frame has no detectable face (here: grey frames, as in a cut or a fade) is filled
+    with a copy of its nearest good run; the video stays usable, the npz says which run was filled."""
+    good = write_pts(tmp_path / "good.mp4", franck, cfr_pts(96))
+    starts = read_clip(good, 4, 8, 16).run_starts
+    frames = franck.copy()
+    frames[starts[1]:starts[1] + 8] = 128                      # run 1: no face at all
+    gap = write_pts(tmp_path / "gap.mp4", frames, cfr_pts(96))
+    ref, face = process_video(good, CFG), process_video(gap, CFG)
+    assert face.filled_runs == [1] and face.n_unique_frames == 24
+    idx = face.frame_idx.reshape(4, 8)
+    assert (idx[1] == idx[0]).all() and (idx[[0, 2, 3]] == ref.frame_idx.reshape(4, 8)[[0, 2, 3]]).all()
+    run = lambda a, r: a[r * 8:(r + 1) * 8]  # noqa: E731
+    assert np.array_equal(run(face.frames, 1), run(face.frames, 0))
+    assert np.abs(run(face.landmarks, 2) - run(ref.landmarks, 2)).max() < 1.0     # good runs as without the gap
+    out = tmp_path / "pre"
+    s = preprocess_dataset("g", [VideoRow("gap", gap, 0, "real", "test")], CFG, out, progress=False)
+    z = load_npz(out / read_manifest(out).npz[0])
+    assert s.ok == 1 and z["metadata"]["filled_runs"] == [1] and check_npz_arrays(z, CFG) == []
+    frames[:] = 128                                             # no face anywhere: still a failure
+    with pytest.raises(VideoError, match="no_face"):
+        process_video(write_pts(tmp_path / "blank.mp4", frames, cfr_pts(96)), CFG)
+
+
 def corrupt_middle(src: Path, dst: Path, first: int, last: int) -> None:
     """Copy ``src`` with the mdat bytes of packets ``first..last`` overwritten by noise."""
     with av.open(str(src)) as c:
