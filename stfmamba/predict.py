@@ -159,13 +159,13 @@ class Scorer:
             ValueError: no clip fits, or the model output is not finite (the reason).
         """
         import torch
-        from stfmamba.data.clips import normalize_clips
+        from stfmamba.data.clips import norm_of, normalize_clips
         from stfmamba.evaluation.engine import autocast_for, video_clips
         clips = video_clips(frames, self.spec)            # (K, 3, T, H, W) uint8
         probs = []
         with torch.no_grad():
             for i in range(0, len(clips), self.batch_size):
-                x = normalize_clips(clips[i:i + self.batch_size].to(self.device))   # (B, 3, T, H, W) float
+                x = normalize_clips(clips[i:i + self.batch_size].to(self.device), **norm_of(self.model))   # (B, 3, T, H, W) float
                 with autocast_for(self.device, self.amp):
                     logits = self.model(x)["logits"]
                 probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())   # (B,)

@@ -30,7 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ClipSpec", "clip_starts", "random_clip_start", "model_clip",
-           "clip_tensor", "normalize_clips", "frames_to_tensor", "static_clips"]
+           "clip_tensor", "normalize_clips", "norm_of", "frames_to_tensor", "static_clips"]
 
 
 def clip_starts(num_segments: int, frames_per_segment: int, num_frames: int) -> list[int]:
@@ -110,10 +110,12 @@ def clip_tensor(frames: np.ndarray, img_size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(model_clip(frames, img_size))).permute(3, 0, 1, 2)
 
 
-def normalize_clips(x: torch.Tensor) -> torch.Tensor:
-    """uint8 clips ``(..., 3, T, H, W)`` -> float32 ImageNet-normalised, on ``x``'s device (step 4)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1, 1)
+def normalize_clips(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 clips ``(..., 3, T, H, W)`` -> float32 normalised with the model's ``mean`` / ``std``
+    (``model.data_config``: what its pretrained weights expect; ImageNet's by default), on ``x``'s
+    device (step 4)."""
+    mean = torch.tensor(mean, device=x.device, dtype=torch.float32).view(3, 1, 1, 1)
+    std = torch.tensor(std, device=x.device, dtype=torch.float32).view(3, 1, 1, 1)
     return (x.float().div_(255.0) - mean) / std
 
 
@@ -123,6 +125,13 @@ def frames_to_tensor(frames: np.ndarray, img_size: int | None = None) -> torch.T
     The whole crop contract for one clip (``img_size=None`` keeps ``S``).
     """
     return normalize_clips(clip_tensor(frames, frames.shape[1] if img_size is None else img_size))
+
+
+def norm_of(model) -> dict:
+    """``{"mean", "std"}`` for :func:`normalize_clips` from ``model.data_config`` (ImageNet's when
+    the model has none), unwrapping DDP."""
+    cfg = getattr(getattr(model, "module", model), "data_config", None) or {}
+    return {"mean": tuple(cfg.get("mean", IMAGENET_MEAN)), "std": tuple(cfg.get("std", IMAGENET_STD))}
 
 
 def static_clips(x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
-from stfmamba.data.clips import ClipSpec, clip_tensor, normalize_clips, static_clips
+from stfmamba.data.clips import ClipSpec, clip_tensor, norm_of, normalize_clips, static_clips
 from stfmamba.data.manifest import face_npz, load_npz
 
 __all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "autocast_for", "score_videos"]
@@ -147,7 +147,7 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     def flush() -> None:
         if not buf:
             return
-        x = normalize_clips(torch.stack([c for *_, c in buf]).to(device))  # (B, 3, T, H, W) float
+        x = normalize_clips(torch.stack([c for *_, c in buf]).to(device), **norm_of(model))  # (B, 3, T, H, W) float
         prob = fake_prob(x)
         static = fake_prob(static_clips(x)) if with_static else prob
         for (v, f, s, _), p, q in zip(buf, prob, static):

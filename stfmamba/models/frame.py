@@ -7,16 +7,12 @@ independently; the clip output is the mean over frames of the softmax probabilit
 of one frame is that frame's score and the evaluation's video score (mean over clips) is the
 mean over the scored frames, as in the paper.
 
-``pretrained``: ``none`` (random init), ``hub`` (download through timm / Hugging Face Hub — needs
-network) or a path to a local weights file holding the timm model's ``state_dict``
-(``.pth``/``.bin``/``.safetensors``); the ImageNet classifier of such a file is dropped (timm
-does it when the class count differs) and a fresh 2-class head is trained.
+``pretrained``: a weights spec of :mod:`stfmamba.models.pretrained` (``none``, ``hub``, a local
+file, ``pkg:<python package>``); the ImageNet classifier is dropped and a fresh 2-class head trained.
 """
 from __future__ import annotations
 
-import difflib
 import math
-from pathlib import Path
 
 import torch
 from einops import rearrange
@@ -28,41 +24,23 @@ __all__ = ["FrameClassifier", "create_timm_classifier"]
 
 
 def create_timm_classifier(arch: str, pretrained: str, **kwargs) -> nn.Module:
-    """``timm.create_model(arch, num_classes=2, **kwargs)`` with weights from ``pretrained``.
-
-    Args:
-        arch: a timm model name.
-        pretrained: ``none`` | ``hub`` | path to a local timm ``state_dict`` file.
-        kwargs: more ``timm.create_model`` arguments (``drop_rate``, ...).
-
-    Raises:
-        ValueError: ``arch`` is not a timm model (the message names the closest ones).
-        FileNotFoundError: ``pretrained`` is a path that does not exist.
-        RuntimeError: ``pretrained=hub`` and the download failed (offline).
+    """``timm.create_model(arch, num_classes=2, **kwargs)`` with weights from the spec ``pretrained``
+    (:func:`stfmamba.models.pretrained.create_pretrained`: ``none`` | ``hub`` | a file | ``pkg:<package>``);
+    the ImageNet classifier is dropped and a fresh 2-class head trained. The returned model's
+    ``weights_info`` attribute records where its weights came from.
     """
-    import timm
-
-    if not timm.is_model(arch):
-        near = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise ValueError(f"model.arch={arch!r} (baseline.arch for the frame baseline) is not a timm model name.{hint} "
-                         "`python -c \"import timm; print(timm.list_models('resnet*'))\"` lists them")
-    kwargs = dict(num_classes=2, **kwargs)
-    if pretrained == "none":
-        return timm.create_model(arch, pretrained=False, **kwargs)
-    if pretrained == "hub":
-        try:
-            return timm.create_model(arch, pretrained=True, **kwargs)
-        except Exception as err:  # network / hub errors come in many types
-            raise RuntimeError(
-                f"pretrained=hub: could not download weights for {arch!r} ({type(err).__name__}: {err}). "
-                "Without network, download the weights elsewhere and set pretrained to the local file path, "
-                "or use pretrained=none") from None
-    path = Path(pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained={pretrained!r}: no such weights file; give the path of a timm "
-                                "state_dict (.pth/.safetensors), 'hub' or 'none'")
-    return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    from stfmamba.models.pretrained import create_pretrained
+    net, info = create_pretrained(arch, pretrained, "baseline.pretrained", **dict(num_classes=2, **kwargs))
+    if info.kind != "none":
+        # a fresh head on pretrained features starts near zero: timm's own init of some heads (EfficientNet's
+        # uniform ±1/sqrt(num_classes)) gives 2-class logits of ~±3.5 and a first loss of ~4.7 instead of ln 2
+        head = net.get_classifier()
+        for mod in head.modules() if isinstance(head, nn.Module) else ():
+            if isinstance(mod, nn.Linear):
+                nn.init.trunc_normal_(mod.weight, std=0.01)
+                nn.init.zeros_(mod.bias)
+    net.weights_info = info
+    return net
 
 
 class FrameClassifier(nn.Module):
@@ -83,6 +61,25 @@ class FrameClassifier(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.net.set_grad_checkpointing(enable)
+
+    @property
+    def weights_info(self):
+        """:class:`~stfmamba.models.pretrained.WeightsInfo` of the initial weights."""
+        return self.net.weights_info
+
+    @property
+    def data_config(self) -> dict:
+        """Input normalisation from timm's pretrained config of ``arch``: ``mean``, ``std``, ``channel_order``."""
+        from stfmamba.models.backbone import _data_config
+        return _data_config(self.net)
+
+    def pretrained_param_names(self) -> set[str]:
+        """Names of the parameters that start from pretrained weights (all but the classifier; none
+        when the weights are random)."""
+        if self.weights_info.kind == "none":
+            return set()
+        head = {id(p) for p in self.net.get_classifier().parameters()}
+        return {n for n, p in self.named_parameters() if id(p) not in head}
 
     def forward(self, x: torch.Tensor) -> dict:
         """x: ``(B, 3, T, H, W)`` ImageNet-normalised clips.

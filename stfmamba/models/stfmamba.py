@@ -68,6 +68,28 @@ class STFMamba(nn.Module):
         self.apply(_init_weights)
         self.set_grad_checkpointing(grad_checkpointing)
 
+    @property
+    def weights_info(self):
+        """:class:`~stfmamba.models.pretrained.WeightsInfo` of the trunk's initial weights (kind ``none``
+        for the built-in stem)."""
+        from stfmamba.models.pretrained import WeightsInfo
+        return getattr(self.stem, "weights", None) or WeightsInfo(spec="none", kind="none")
+
+    @property
+    def data_config(self) -> dict:
+        """Input normalisation: the timm trunk's pretrained config, ImageNet's for the built-in stem."""
+        if isinstance(self.stem, TimmTrunk):
+            return dict(self.stem.data_config)
+        from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channel_order": "RGB"}
+
+    def pretrained_param_names(self) -> set[str]:
+        """Names of the parameters that start from pretrained weights (the timm trunk's ``stem.net``;
+        none when its weights are random)."""
+        if self.weights_info.kind == "none":
+            return set()
+        return {n for n, _ in self.named_parameters() if n.startswith("stem.net.")}
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Per-block activation checkpointing (timm's method name)."""
         self.grad_checkpointing = enable

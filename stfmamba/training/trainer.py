@@ -46,12 +46,13 @@ from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
 from stfmamba.config import Params, STFV8Config, TrainingConfig, to_dict
+from stfmamba.data.clips import norm_of
 from stfmamba.data.dataset import VideoSBIDataset, normalize_clips, worker_init
 from stfmamba.io import atomic_path, write_text
 from stfmamba.models.checkpoint import save_model_file
 from stfmamba.training import distributed as D
 from stfmamba.training.budget import BudgetTracker
-from stfmamba.training.optim import build_optimizer, build_scheduler, current_lr
+from stfmamba.training.optim import build_optimizer, build_scheduler, current_lr, group_lrs
 from stfmamba.training.state import (ResumeFormatError, config_changes, find_resume, ignored_keys, load_resume,
                                      rng_state, save_resume, set_rng_state)
 
@@ -139,9 +140,10 @@ def evaluate_sbi(model: torch.nn.Module, loader: DataLoader, device: torch.devic
         ``{"auc": float, "acc": float, "n_clips": int}``.
     """
     model.eval()
+    norm = norm_of(model)
     scores, labels = [], []
     for batch in loader:
-        x = normalize_clips(batch["x"].flatten(0, 1).to(device))   # (2B, 3, T, H, W) float
+        x = normalize_clips(batch["x"].flatten(0, 1).to(device), **norm)   # (2B, 3, T, H, W) float
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)["logits"]
         scores.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
@@ -156,6 +158,24 @@ def _recovery_hint(tr: TrainingConfig) -> str:
     return (f"lower training.lr (now {tr.lr}, phase b: {tr.lr_phase_b}), lengthen training.warmup_epochs "
             f"(now {tr.warmup_epochs}), or raise training.qp_min (now {tr.qp_min}) so the H.264 augmentation "
             "is less destructive; then rerun: training resumes from the last good checkpoint")
+
+
+def freeze_bn_stats(model: torch.nn.Module) -> int:
+    """``training.bn_policy: frozen``: the BatchNorm layers of the pretrained part of ``model``
+    (``model.pretrained_param_names()``) in eval mode, so their running statistics stay at the
+    weights' values (their affine parameters still train). Call after every ``model.train()``.
+
+    Returns:
+        The number of BatchNorm layers frozen.
+    """
+    names = getattr(model, "pretrained_param_names", lambda: set())()
+    prefixes = {n.rsplit(".", 1)[0] for n in names}
+    n = 0
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and name in prefixes:
+            mod.eval()
+            n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- inputs
@@ -275,6 +295,8 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     scaler = torch.amp.GradScaler(run.device.type, enabled=False)  # bf16 needs no loss scaling; kept for fp16 ports
     state, resumed_from, inputs = resume_or_init(run, model, optimizer, scheduler, scaler)
     model = model.to(run.device)
+    if run.info.distributed and run.device.type == "cuda" and run.tr.bn_policy == "train":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same keys: model files are unchanged
     net = (DDP(model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
            if run.info.distributed else model)
     budget = BudgetTracker(params.budget, hours_before=state.hours)
@@ -342,7 +364,7 @@ def build_optimizer_and_schedule(run: Run, model: torch.nn.Module, data: Data
                                  ) -> tuple[torch.optim.Optimizer, CosineLRScheduler]:
     """AdamW with timm's weight-decay groups at the phase's lr; timm's warm-up + cosine over the
     phase's optimizer steps (:mod:`stfmamba.training.optim`)."""
-    optimizer = build_optimizer(model, run.spec.lr(run.tr), run.tr.weight_decay)
+    optimizer = build_optimizer(model, run.spec.lr(run.tr), run.tr.weight_decay, run.tr.pretrained_lr_mult)
     scheduler = build_scheduler(optimizer, run.tr.warmup_epochs * data.steps_per_epoch,
                                 run.epochs * data.steps_per_epoch)
     return optimizer, scheduler
@@ -476,14 +498,17 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
                         pin_memory=device.type == "cuda", persistent_workers=False,
                         worker_init_fn=worker_init if tr.num_workers > 0 else None)
     parts.net.train()
+    if tr.bn_policy == "frozen":
+        freeze_bn_stats(parts.model)
     bar = tqdm(total=data.batches_per_epoch, initial=start_batch, disable=not info.is_main,
                desc=f"phase {run.phase} epoch {epoch + 1}/{run.epochs}", leave=False,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)   # sparse lines in DVC / pod logs
     parts.optimizer.zero_grad(set_to_none=True)
+    norm = norm_of(parts.model)
     micro_loss, micro_parts = 0.0, {}
     budget_stopped = False
     for b, batch in enumerate(loader, start=start_batch):
-        x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
+        x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True), **norm)  # (2B, 3, T, H, W)
         y = batch["y"].flatten().to(device)                           # (2B,)
         masks = batch["mask"].flatten(0, 1).to(device) if "mask" in batch else None   # (2B, T, H, W)
         last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == data.batches_per_epoch
@@ -564,21 +589,24 @@ def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -
         # (DVC removed the out) restores models/phase_x.pt from there instead of retraining
         for path in (run.paths.model_out, run.paths.ckpt_dir / BEST_NAME):
             save_model_file(path, parts.model, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
-                            val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess)
+                            val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess,
+                            weights=parts.model.weights_info.as_dict())
     return res
 
 
 def log_epoch(run: Run, live, parts: Parts, state: TrainState, res: dict) -> None:
     """Rank 0: the epoch's line in ``state.history``, dvclive and the log."""
     train_loss = state.loss_sum / max(1, state.loss_n)
-    lr = current_lr(parts.optimizer)
+    lr, lrs = current_lr(parts.optimizer), group_lrs(parts.optimizer)
     state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_auc": res["auc"],
-                          "val_acc": res["acc"], "lr": lr, "step": state.step})
+                          "val_acc": res["acc"], "lr": lr, "lr_pretrained": lrs.get("pretrained"), "step": state.step})
     live.step = state.epoch    # x axis = epoch, also after a resume (DVC may have removed the old logs)
     live.log_metric("train/loss", train_loss)
     for k, v in state.parts_sum.items():     # the loss terms of STFV8Loss (cross-entropy, HLL, ...)
         live.log_metric(f"train/loss_{k}", v / max(1, state.loss_n))
     live.log_metric("train/lr", lr)
+    if "pretrained" in lrs:
+        live.log_metric("train/lr_pretrained", lrs["pretrained"])
     live.log_metric("train/skipped_steps", state.skipped_steps)
     live.log_metric("val/sbi_auc", res["auc"])
     live.log_metric("val/sbi_acc", res["acc"])

@@ -112,7 +112,7 @@ def tiny_params(dataset_dir: Path, **training) -> Params:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Subprocess entry: ``python trainkit.py DATASET_DIR OUT_DIR PHASE [JSON_TRAINING_OVERRIDES]``.
+    """Subprocess entry: ``python trainkit.py DATASET_DIR OUT_DIR PHASE [JSON_TRAINING_OVERRIDES [JSON_MODEL_OVERRIDES]]``.
 
     Writes models/, metrics/, live/ and ckpt/ under OUT_DIR; under torchrun every rank also saves its
     final weights to ``OUT_DIR/rank<r>.pt``.
@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     ddir, out, phase = Path(args[0]), Path(args[1]), args[2]
     overrides = json.loads(args[3]) if len(args) > 3 else {}
     params = tiny_params(ddir, checkpoint_dir=str(out / "ckpt"), **overrides)
+    if len(args) > 4:
+        from dataclasses import replace
+        params = replace(params, model=replace(params.model, **json.loads(args[4])))
     paths = TrainPaths.for_phase(params, phase, out / "models", out / "metrics", out / "live")
     metrics, model = train(params, phase, paths, return_model=True)
     if "RANK" in os.environ:
