@@ -115,7 +115,8 @@ def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_d
 def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
     """Training time and cost of ``params`` on this machine, from a few measured training steps.
 
-    Times ``steps`` forward/backward/optimizer steps of the Phase B model (the larger one) on a
+    Times ``steps`` forward/backward/optimizer steps of the Phase B model (the larger one; its
+    pretrained trunk, if any, built with random weights: same cost, no download) on a
     random batch of ``2 x training.batch_size`` clips (reals + their SBI fakes) with the configured
     autocast, then scales by the number of micro-batches of both phases. The number of training
     videos comes from the preprocessed manifest of ``data.train`` when present.
@@ -133,10 +134,15 @@ def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
     from stfmamba.models.losses import STFV8Loss
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from dataclasses import replace as _replace
+    from stfmamba.training.optim import build_optimizer
     cfg = STFV8Config.phase_b(params)
+    # the step time does not depend on the weights' values: the trunk is built as the profile names it
+    # (same architecture, same cut) with random weights, so estimating needs no download
+    cfg = _replace(cfg, model=_replace(cfg.model, pretrained="none"))
     model = build_model(cfg).to(device).train()
     loss_fn = STFV8Loss(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = build_optimizer(model, 1e-5, params.training.weight_decay, params.training.pretrained_lr_mult)
     m, tr = params.model, params.training
     x = torch.randn(2 * tr.batch_size, 3, m.num_frames, m.img_size, m.img_size, device=device)
     y = torch.arange(2 * tr.batch_size, device=device) % 2

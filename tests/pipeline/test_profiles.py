@@ -54,3 +54,47 @@ def test_invalid_profile_writes_nothing(params, tmp_path):
     assert params.read_text() == before
     with pytest.raises(ConfigError, match="not found"):
         apply_profile("nope", params, PROFILES_DIR)
+
+
+@pytest.mark.parametrize("name", ["a100", "rtx4090"])
+def test_pod_profile_models_build_from_local_weights_and_train_a_step(params, name, tmp_path):
+    """A pod without network: each pod profile's video model and frame baseline start from a local
+    weights file (made here from timm's architecture, with its ImageNet head, as a pod would copy it)
+    and take one training step at a tiny input size."""
+    import dataclasses
+
+    import timm
+    import torch
+
+    from stfmamba.config import STFV8Config
+    from stfmamba.models import build_model
+    from stfmamba.models.losses import STFV8Loss
+    from stfmamba.training.optim import build_optimizer
+
+    apply_profile(name, params)
+    p = load_params(params)
+    assert p.model.spatial_backbone != "none" and p.model.pretrained == "hub"   # pretrained by default
+    files = {}
+    for arch in (p.model.spatial_backbone, p.baseline.arch):
+        files[arch] = tmp_path / f"{arch}.pth"
+        torch.save(timm.create_model(arch, pretrained=False).state_dict(), files[arch])
+    model_cfg = dataclasses.replace(p.model, pretrained=str(files[p.model.spatial_backbone]), img_size=64, num_frames=4)
+    p = dataclasses.replace(p, model=model_cfg, baseline=dataclasses.replace(
+        p.baseline, pretrained=str(files[p.baseline.arch]), img_size=64))
+    for cfg in (STFV8Config.phase_b(p), STFV8Config.frame_baseline(p)):
+        torch.manual_seed(0)
+        model = build_model(cfg, grad_checkpointing=False).train()
+        assert model.weights_info.kind == "file" and model.weights_info.loaded > 0
+        ref = torch.load(files[cfg.model.spatial_backbone if cfg.model.arch == "stfmamba" else cfg.model.arch])
+        own = model.state_dict()
+        first = next(k for k in own if k.endswith(next(iter(ref))))   # the weights really are the file's
+        assert torch.equal(own[first], next(iter(ref.values())))
+        before = own[first].clone()
+        opt = build_optimizer(model, 1e-4, 0.05, p.training.pretrained_lr_mult)
+        t = cfg.model.num_frames
+        x = torch.randn(2, 3, t, 64, 64)
+        loss, _ = STFV8Loss(cfg)(model(x), torch.tensor([0, 1]))
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+        assert not torch.equal(model.state_dict()[first], before)   # the pretrained part trains too
