@@ -214,6 +214,8 @@ class TrainingConfig:
     durable_copy: str = "none"
     select: str = field(default="best", metadata={"choices": ("best", "last")})  # model kept: best SBI-val AUC, or the last epoch (fixed schedule)
     checkpoint_every: int = field(default=50, metadata=_rng(1, None))  # optimizer steps between resume checkpoints (and each epoch end)
+    pretrained_lr_mult: float = field(default=1.0, metadata=_rng(0.0, 100.0))  # lr multiplier of the parameters loaded from pretrained weights
+    bn_policy: str = field(default="train", metadata={"choices": ("train", "frozen")})  # BatchNorm statistics of the pretrained trunk: trained, or frozen
 
     def __post_init__(self) -> None:
         if self.qp_min > self.qp_max:
