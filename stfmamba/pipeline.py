@@ -44,15 +44,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from stfmamba.config import (BaselineConfig, BudgetConfig, DataConfig, EvalConfig, FeatureFlags, ModelConfig, Params,
-                             PreprocessConfig, STFV8Config, TrainingConfig, to_dict)
+from stfmamba.config import (BaselineConfig, BudgetConfig, DataConfig, DemoConfig, EvalConfig, FeatureFlags,
+                             ModelConfig, Params, PreprocessConfig, STFV8Config, TrainingConfig, to_dict)
 
 __all__ = ["EXCLUDED", "FRAME_UNUSED", "SECTIONS", "STAGES", "stage_params", "keys_feeding", "read_dvc_params",
            "check", "write", "main"]
 
 # params.yaml section -> its dataclass (the order of Params' fields is the order of the generated lists)
-SECTIONS: dict[str, type | None] = {"data": DataConfig, "demo": None, "preprocess": PreprocessConfig, "model": ModelConfig,
-            "features": FeatureFlags, "training": TrainingConfig, "eval": EvalConfig, "baseline": BaselineConfig,
+SECTIONS: dict[str, type] = {"data": DataConfig, "demo": DemoConfig, "preprocess": PreprocessConfig,
+            "model": ModelConfig, "features": FeatureFlags, "training": TrainingConfig, "eval": EvalConfig, "baseline": BaselineConfig,
             "budget": BudgetConfig}
 SECTION_ORDER = [f.name for f in fields(Params)]
 
@@ -72,10 +72,9 @@ EXCLUDED: dict[str, str] = {
 # What the per-frame classifier (models/frame.py FrameClassifier: timm arch, pretrained, dropout,
 # drop_path_rate; the clip geometry img_size / num_frames feeds the data) and its loss (models/losses.py
 # STFV8Loss: a per-frame model returns no hll_energy, so only the label-smoothed cross-entropy; no mask
-# head) leave unused of the config they are given.
+# head) leave unused of the config they are given: every model field but FRAME_MODEL_USED, and FRAME_UNUSED.
 FRAME_MODEL_USED = ("arch", "pretrained", "dropout", "drop_path_rate", "img_size", "num_frames")
 FRAME_UNUSED: tuple[str, ...] = (
-    *(f"model.{f.name}" for f in fields(ModelConfig) if f.name not in FRAME_MODEL_USED),
     "training.hll_loss_weight", "training.hll_margin", "training.sdim_l1_weight",   # HLL / sdim terms: STF-Mamba only
     "training.mask_loss_weight",                  # the mask head is STF-Mamba's (models/stfmamba.py)
     "features.use_contrastive_hll", "features.use_hll_normalization",   # only the HLL term reads them
@@ -214,10 +213,12 @@ def training_params(phase: str) -> list[str]:
     """What ``stages/train.py --phase <phase>`` reads (module docstring)."""
     input_keys = _constant("stfmamba.models.checkpoint", "INPUT_KEYS")
     ignored = ignored_keys(phase)
-    unused = set(FRAME_UNUSED) if phase == "frame" else set()
+    frame = phase == "frame"
 
     def used(k: str) -> bool:
-        return k != "name" and k not in ignored and k not in unused and not _excluded(k)
+        if frame and (k in FRAME_UNUSED or k.startswith("model.") and k.split(".", 1)[1] not in FRAME_MODEL_USED):
+            return False
+        return k != "name" and k not in ignored and not _excluded(k)
 
     read = keys_feeding(PHASE_CONFIGS[phase], used)
     out = ["data.train", "data.preprocessed_dir",                     # the training manifest (trainer.input_fingerprint)
