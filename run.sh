@@ -4,8 +4,9 @@
 #   ./run.sh test   create .venv, install stfmamba with its test extras, run the test suite
 # Set STF_VENV to use another environment folder (default: .venv in the project).
 # pip runs only when the install is missing or its inputs changed: a stamp in the environment
-# ($venv/.stfmamba-install) holds a hash of pyproject.toml, requirements.txt and the project folder,
-# and the extras installed with it (dev includes what demo needs). A call that finds it current
+# ($venv/.stfmamba-install) holds a hash of pyproject.toml, requirements.txt, the project folder and
+# the Python version, and the extras installed with it (dev includes what demo needs); the package
+# must also still be installed in the environment. A call that finds it current
 # says "install up to date" and needs no package index.
 # STF_PIP_ARGS: extra `pip install` arguments (e.g. "--no-index --find-links /wheels" offline).
 set -euo pipefail
@@ -28,20 +29,28 @@ fi
 export VIRTUAL_ENV="$(cd "$venv" && pwd)"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 stamp="$VIRTUAL_ENV/.stfmamba-install"
-inputs="$(python - <<'EOF'
-import hashlib, os, sys
+# "<hash of the inputs> <installed|missing>" (-I: the project folder itself is not on sys.path)
+probe="$(python -I - <<'EOF'
+import hashlib, importlib.metadata, os, re, sys
 h = hashlib.sha256(os.getcwd().encode() + b"\0" + sys.version.encode())
 for name in ("pyproject.toml", "requirements.txt"):
     h.update(b"\0" + name.encode() + b"\0")
     if os.path.exists(name):
         with open(name, "rb") as f:
             h.update(f.read())
-print(h.hexdigest())
+m = re.search(r'^name\s*=\s*"([^"]+)"', open("pyproject.toml").read(), re.M)
+try:
+    importlib.metadata.distribution(m.group(1))
+    state = "installed"
+except (AttributeError, importlib.metadata.PackageNotFoundError):
+    state = "missing"
+print(h.hexdigest(), state)
 EOF
 )"
+inputs="${probe% *}"
 # installed extras for these inputs: the stamp's lines after the hash ("base", "dev")
 have=""
-if [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$inputs" ]; then
+if [ "${probe##* }" = installed ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$inputs" ]; then
   have="$(tail -n +2 "$stamp")"
 fi
 need="${extra:-base}"

@@ -103,9 +103,14 @@ def test_run_sh_installs_only_when_inputs_change(tmp_path):
     assert "run.sh: installing .[dev]" in _run_sh(proj, venv, "test", "-q", "-p", "no:cacheprovider",
                                                   "test_probe.py").stderr
 
-    # a removed stamp (e.g. an interrupted install) installs again
+    # a removed stamp (e.g. an interrupted install) installs again, and so does a removed install
     (venv / ".stfmamba-install").unlink()
     assert "run.sh: installing ." in _run_sh(proj, venv, "demo").stderr
+    assert "run.sh: install up to date" in _run_sh(proj, venv, "demo").stderr
+    for d in site.glob("runsh_probe-*.dist-info"):
+        shutil.rmtree(d)
+    assert "run.sh: installing ." in _run_sh(proj, venv, "demo").stderr
+    assert "runsh_probe" in _installed(venv)
 
 
 def test_run_sh_usage(tmp_path):
