@@ -2,9 +2,8 @@
 
 DVC reruns a stage when one of its listed params changes; a key a stage reads but does not list
 is a silent stale result (``dvc exp run -S training.mask_loss_weight=1`` reporting the old
-numbers), a key it lists but does not read a needless rerun. :data:`STAGES` (built by
-:func:`stage_params`) is the one place that says what each stage reads, and ``dvc.yaml``'s
-``params:`` lists are generated from it::
+numbers), a key it lists but does not read a needless rerun. :func:`stage_params` is the one
+place that says what each stage reads, and ``dvc.yaml``'s ``params:`` lists are generated from it::
 
     python -m stfmamba.pipeline check   # exit 1 naming stage and key when dvc.yaml differs
     python -m stfmamba.pipeline write   # rewrite the params: lists of dvc.yaml (comments and the rest kept)
@@ -12,9 +11,10 @@ numbers), a key it lists but does not read a needless rerun. :data:`STAGES` (bui
 
 For the training stages the declaration is derived from the code, not typed by hand:
 
-* the phase's :class:`~stfmamba.config.STFV8Config` (:data:`PHASE_CONFIGS`, the trainer's ``PHASES[phase].make_config``, the function the
-  trainer builds its config with) carries every field of ``ModelConfig``, ``FeatureFlags`` and
-  ``TrainingConfig`` the model, the loss, the data and the trainer use. A params key is read by
+* the phase's :class:`~stfmamba.config.STFV8Config` (:data:`PHASE_CONFIGS`: the trainer's
+  ``PHASES[phase].make_config``, the function it builds its config with) carries every field of
+  ``ModelConfig``, ``FeatureFlags`` and ``TrainingConfig`` the model, the loss, the data and the
+  trainer use. A params key is read by
   the phase when changing it changes a config field the phase uses (:func:`keys_feeding`): Phase
   A's ``without_architecture()`` sets the architecture flags to constants, so
   ``features.use_wss`` does not reach Phase A; ``frame_baseline()`` takes arch / img_size /
@@ -47,13 +47,13 @@ from typing import Any, Callable, Iterable
 from stfmamba.config import (BaselineConfig, BudgetConfig, DataConfig, DemoConfig, EvalConfig, FeatureFlags,
                              ModelConfig, Params, PreprocessConfig, STFV8Config, TrainingConfig, to_dict)
 
-__all__ = ["EXCLUDED", "FRAME_UNUSED", "SECTIONS", "STAGES", "stage_params", "keys_feeding", "read_dvc_params",
-           "check", "write", "main"]
+__all__ = ["EXCLUDED", "FRAME_UNUSED", "FRAME_MODEL_USED", "PHASE_CONFIGS", "SECTIONS", "stage_params",
+           "keys_feeding", "read_dvc_params", "check", "write", "main"]
 
 # params.yaml section -> its dataclass (the order of Params' fields is the order of the generated lists)
 SECTIONS: dict[str, type] = {"data": DataConfig, "demo": DemoConfig, "preprocess": PreprocessConfig,
-            "model": ModelConfig, "features": FeatureFlags, "training": TrainingConfig, "eval": EvalConfig, "baseline": BaselineConfig,
-            "budget": BudgetConfig}
+                             "model": ModelConfig, "features": FeatureFlags, "training": TrainingConfig,
+                             "eval": EvalConfig, "baseline": BaselineConfig, "budget": BudgetConfig}
 SECTION_ORDER = [f.name for f in fields(Params)]
 
 # Keys that cannot change any stage's result, by field name (in any section a training or evaluation
@@ -95,7 +95,8 @@ def _constant(module: str, name: str) -> Any:
     import ast
     path = Path(__file__).parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
     for node in ast.parse(path.read_text()).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
             return ast.literal_eval(node.value)
     raise LookupError(f"{module}.{name}: constant not found")
@@ -176,7 +177,8 @@ def keys_feeding(make_config: Callable[[Params], STFV8Config], used: Callable[[s
                     failed[key] = failed.get(key, 0) + 1
                     continue
                 try:
-                    cfg = _flat(to_dict(make_config(_unchecked(base, **{sec: _unchecked(obj, **{f.name: _other_value(f, v)})}))))
+                    changed = _unchecked(base, **{sec: _unchecked(obj, **{f.name: _other_value(f, v)})})
+                    cfg = _flat(to_dict(make_config(changed)))
                 except ValueError:   # the new value breaks a rule of the config (e.g. trunk_stride 8 without a trunk)
                     failed[key] = failed.get(key, 0) + 1
                     continue
@@ -222,7 +224,7 @@ def training_params(phase: str) -> list[str]:
         return k != "name" and k not in ignored and not _excluded(k)
 
     read = keys_feeding(PHASE_CONFIGS[phase], used)
-    out = ["data.train", "data.preprocessed_dir",                     # the training manifest (trainer.input_fingerprint)
+    out = ["data.train", "data.preprocessed_dir",                     # the manifest (trainer.input_fingerprint)
            *(f"preprocess.{k}" for k in input_keys["preprocess"])]    # clip layout + the model file's input contract
     for sec in ("model", "features", "training", "baseline"):
         if any(k.startswith(sec + ".") for k in read):
