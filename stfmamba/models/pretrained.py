@@ -23,7 +23,7 @@ over is an error that names the keys, except the classifier's (an ImageNet head 
 model's own head kept).
 
 The weights' identity (sha256 of the file, or the hub id) comes back in :class:`WeightsInfo`; the
-model file records it, and the ``weights`` DVC stage writes it to ``models/weights.json``, a
+model file records it, and the ``weights`` DVC stage writes it to ``metrics/weights.json``, a
 dependency of every training stage, so new weights at the same path rerun training.
 """
 from __future__ import annotations
