@@ -120,8 +120,8 @@ def test_what_each_phase_reads():
     for stage, keys in e.items():                               # nothing that cannot change a result
         assert not {k for k in keys if k.rsplit(".", 1)[1] in P.EXCLUDED}, stage
     assert "baseline.eval_frames" in e["eval_frame"] and "baseline.eval_frames" not in e["eval_phase_b"]
-    assert P.stage_params()["weights"] == ["model.spatial_backbone", "model.pretrained", "baseline.arch",
-                                           "baseline.pretrained"]
+    assert P.stage_params()["weights"] == ["model.arch", "model.spatial_backbone", "model.pretrained",
+                                           "baseline.arch", "baseline.pretrained"]
     assert P.stage_params()["train_phase_b"].count("model") == 1 and "features" in P.stage_params()["train_phase_b"]
 
 
