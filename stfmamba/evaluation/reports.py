@@ -9,6 +9,7 @@ Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
                          "auc_ci95_by": {..},                           "identity" | "source" | "video": what
                                                                         the bootstrap resamples
                          "auc_groups": {"<method>": {"real": r, "fake": f}},  clusters holding a real / a fake
+                         "auc_identities": {..},                        people shown (null: unknown)
                          "temporal_gain": {..},                         auc - static_auc (null: frame model)
                          "temporal_gain_ci95": {..},                    its paired cluster-bootstrap interval
                          "auc_fail05": {..},                            failures scored 0.5 (SBI protocol)
@@ -78,6 +79,7 @@ def summarize(videos: pd.DataFrame, clips: pd.DataFrame, temporal: bool = True) 
                              temporal=temporal)
     out: dict[str, Any] = {k: {name: _plain(getattr(m, k)) for name, m in per.items()} for k in METRIC_KEYS}
     out["auc_groups"] = {name: {"real": m.auc_groups_real, "fake": m.auc_groups_fake} for name, m in per.items()}
+    out["auc_identities"] = {name: m.auc_identities for name, m in per.items()}
     out["failed"] = {name: {"real": m.failed_real, "fake": m.failed_fake} for name, m in per.items()}
     out["n_real"] = {name: m.n_real for name, m in per.items()}
     out["n_fake"] = {name: m.n_fake for name, m in per.items()}
@@ -249,7 +251,9 @@ def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
             return fmt(v) + ("" if low is None else f" [>= {low:.3f}]")
         if key == "auc_ci95_by":
             by, g = metrics.get(key, {}).get(name), metrics.get("auc_groups", {}).get(name)
-            return "n/a" if by is None else (by if g is None else f"{by} ({g['real']} / {g['fake']})")
+            people = metrics.get("auc_identities", {}).get(name)
+            return "n/a" if by is None else ((by if g is None else f"{by} ({g['real']} / {g['fake']})")
+                                             + ("" if not people else f", {people} people"))
         return fmt(v)
 
     cols = ("auc", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain", "ap", "eer", "acc", "clip_auc")

@@ -152,8 +152,8 @@ def cross_metrics(results: list[DatasetResult]) -> dict[str, Any]:
     """Metrics JSON of ``eval_cross``: ``auc.<dataset>``, ``auc_ci95.<dataset>``, ``auc_lower95``,
     ``auc_ci95_by``, ``auc_groups``, ``static_auc``, ``temporal_gain`` (+ ``_ci95``), ``failed.<dataset>``
     ... (overall of each dataset) on top, every per-method figure below."""
-    keys = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_groups", "auc_fail05", "static_auc",
-            "temporal_gain", "temporal_gain_ci95", "failed", "ap", "eer", "acc", "clip_auc")
+    keys = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "auc_fail05",
+            "static_auc", "temporal_gain", "temporal_gain_ci95", "failed", "ap", "eer", "acc", "clip_auc")
     out: dict[str, Any] = {k: {r.name: r.metrics.get(k, {}).get("overall") for r in results} for k in keys}
     out["videos"] = {r.name: r.metrics["videos"] for r in results}
     out["by_dataset"] = {r.name: {k: v for k, v in r.metrics.items() if k != "videos"} for r in results}

@@ -116,11 +116,14 @@ def test_cluster_ids_demo_ffpp_and_identity():
     cl, by = cluster_ids(ids[2:4], labels[2:4])
     assert by == "video"
     who = np.array(["franck", "franck", "cap", "cap", "cap", "cap", "x"])
-    cl, by = cluster_ids(ids, labels, identities=who)
+    cl, by = cluster_ids(ids, labels, identities=who, min_identities=3)
     assert by == "identity" and len(set(cl)) == 3
+    # too few people to resample (a bootstrap over 3 people has 10 distinct resamples): source videos
+    cl, by = cluster_ids(ids, labels, identities=who)
+    assert by == "source" and len(set(cl)) == 4
     # an explicit group wins over the ids; a partly known identity is not "identity"
     cl, by = cluster_ids(np.array(["a", "b", "c"]), np.array([0, 1, 0]), groups=np.array(["", "a", ""]),
-                         identities=np.array(["", "", "p"]))
+                         identities=np.array(["", "", "p"]), min_identities=1)
     assert by == "source" and cl[0] == cl[1] != cl[2]
 
 
@@ -172,6 +175,22 @@ def test_cluster_bootstrap_is_deterministic_given_the_seed():
     assert one == cluster_bootstrap(labels, scores, cl, static_scores=static, n_resamples=300, seed=4)
     assert one.auc_ci95 != cluster_bootstrap(labels, scores, cl, n_resamples=300, seed=5).auc_ci95
     assert one.n_resamples == 300
+
+
+def test_people_are_resampled_from_enough_of_them_and_always_counted():
+    ids, labels, scores = _sources(16, 2, spread=0.5, seed=3)
+    methods = np.where(labels == 1, "A", "real")
+    none = np.zeros(0, int), np.zeros(0)
+    two = np.array(["ann" if int(v[1:]) % 2 else "bob" for v in ids])                # 2 people
+    m = per_method_metrics(labels, methods, scores, *none, video_ids=ids, identities=two, n_resamples=200)
+    o = m["overall"]
+    assert (o.auc_ci95_by, o.auc_groups_real, o.auc_identities) == ("source", 16, 2)
+    eight = np.array([f"p{int(v[1:]) // 2}" for v in ids])                            # 8 people, 2 sources each
+    o = per_method_metrics(labels, methods, scores, *none, video_ids=ids, identities=eight,
+                           n_resamples=200)["overall"]
+    assert (o.auc_ci95_by, o.auc_groups_real, o.auc_groups_fake, o.auc_identities) == ("identity", 8, 8, 8)
+    assert per_method_metrics(labels, methods, scores, *none, video_ids=ids, n_resamples=20)["overall"] \
+        .auc_identities is None
 
 
 def test_one_class_resamples_are_redrawn():
