@@ -39,6 +39,10 @@ def test_celebdf_flag_one_means_real(mp4, tmp_path):
                               ("id0_id1_0000", 1, "Celeb-synthesis", "test"),
                               ("id2_id3_0001", 1, "Celeb-synthesis", "test")]
     assert all(r.path.is_file() for r in rows)
+    # a fake id<t>_id<s>_<clip> keeps the target real id<t>_<clip>'s frames: its group and person
+    assert sorted((r.video_id, r.group, r.identity) for r in rows) == [
+        ("00170", "00170", ""), ("id0_0000", "id0_0000", "id0"), ("id0_id1_0000", "id0_0000", "id0"),
+        ("id2_id3_0001", "id2_0001", "id2")]
     (tmp_path / "List_of_testing_videos.txt").write_text("real YouTube-real/00170.mp4\n")
     with pytest.raises(ConfigError, match="List_of_testing_videos.txt:1"):
         build_adapter(DatasetConfig("celebdf", str(tmp_path))).rows()
