@@ -125,3 +125,18 @@ def test_clip_cap_is_evenly_spaced():
     spec = ClipSpec(num_segments=4, frames_per_segment=8, num_frames=4, img_size=16, clips_per_video=3)
     assert spec.starts() == [0, 16, 28]  # windows 0,4,..,28; indices 0, 3.5->4, 7
     assert ClipSpec(2, 8, 8, 16, 8).starts() == [0, 8]
+
+
+def test_cross_summary_carries_the_new_keys_and_the_gain_plot(dataset, tmp_path):
+    from stfmamba.evaluation.run import DatasetResult, write_cross_summary
+    root, manifest = dataset
+    videos, clips = score_videos(Brightness(), manifest, root, SPEC, batch_size=4, progress=False, amp="off")
+    r = DatasetResult("t", videos, clips, summarize(videos, clips))
+    m = write_cross_summary(tmp_path / "cross", [r])
+    for k in ("auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "temporal_gain", "temporal_gain_ci95"):
+        assert m[k]["t"] == r.metrics[k]["overall"]
+    gain = pd.read_csv(tmp_path / "cross" / "temporal_gain.csv")
+    assert list(gain["name"]) == ["t"] and gain["temporal_gain"][0] == pytest.approx(m["temporal_gain"]["t"])
+    frame = DatasetResult("t", videos, clips, summarize(videos, clips, temporal=False), temporal=False)
+    m = write_cross_summary(tmp_path / "cross", [frame])
+    assert m["temporal_gain"]["t"] is None and not (tmp_path / "cross" / "temporal_gain.csv").exists()
