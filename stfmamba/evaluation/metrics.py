@@ -13,11 +13,14 @@ scored. Beside them, so that a number is read with its uncertainty and its exclu
   made from it), else the video alone (:func:`cluster_ids`); ``auc_ci95_by`` says which
   (``"identity"`` | ``"source"`` | ``"video"``), ``auc_groups`` how many clusters hold a real /
   a fake and ``auc_identities`` how many people the videos show (when known; people are resampled
-  only from :data:`MIN_IDENTITIES` of them on — below, a bootstrap over people is no interval). Until issue 18 the interval resampled reals and fakes as independent videos
-  (:func:`bootstrap_auc_ci`, kept for comparison), which is too narrow when the fakes are made from
-  the reals and the reals are a few people. When every real is ranked below every fake (AUC 1) every
-  resample gives 1, the interval collapses to [1, 1] and says nothing: ``auc_ci95`` is then ``None``
-  and only the one-sided bound below is reported;
+  only from :data:`MIN_IDENTITIES` of them on — below, a bootstrap over people is no interval).
+  Until issue 18 the interval resampled reals and fakes as independent videos
+  (:func:`bootstrap_auc_ci`, kept for comparison). That is wrong either way when fakes are made
+  from the reals: too narrow when the fakes of one source are easy or hard together, too wide when
+  a fake's score moves with its own real's (pairing them cancels the shared part; on the demo the
+  by-source interval is the narrower one). When every real is ranked below every fake (AUC 1)
+  every resample gives 1, the interval collapses to [1, 1] and says nothing: ``auc_ci95`` is then
+  ``None`` and only the one-sided bound below is reported;
 - ``auc_lower95``: a one-sided 95 % lower bound of the AUC: the 5th percentile of the cluster
   bootstrap, or at AUC 1 the exact bound of :func:`perfect_auc_lower_bound`;
 - ``auc_fail05``: the AUC when every video that could not be scored gets 0.5 (the SBI protocol —
@@ -58,9 +61,12 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, scores)) if _both_classes(labels) else None
 
 
-def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n_resamples: int = N_BOOTSTRAP,
+def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n_resamples: int = 1000,
                      level: float = 0.95, seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
     """Stratified bootstrap percentile interval of the ROC AUC; None with a single class.
+
+    Every video is taken as independent: the reported ``auc_ci95`` before issue 18, kept for
+    comparison. The metrics now use :func:`cluster_bootstrap`.
 
     Each resample draws ``n_real`` reals and ``n_fake`` fakes with replacement (the class sizes of
     the test set are fixed by design, so they are kept), and scikit-learn's ``roc_auc_score`` scores it.
@@ -97,13 +103,13 @@ def derive_groups(video_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """
     ids, labels = np.asarray(video_ids).astype(str), np.asarray(labels).astype(int)
     reals = set(ids[labels == 0].tolist())
-    out = ids.copy()
+    out = ids.astype(object)   # no fixed-width truncation
     for i in np.nonzero(labels == 1)[0]:
         v = ids[i]
         if v not in reals:
             target = v.split("_", 1)[0]
             out[i] = target if target in reals else v
-    return out
+    return out.astype(str)
 
 
 def cluster_ids(video_ids: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
