@@ -12,7 +12,8 @@ faces other than the primary one (``<method>/<video_id>__face1.npz;...``; empty 
 manifests written before them are read with ``faces = 1`` (``0`` when failed) and no extras.
 ``group`` and ``identity`` are the adapter row's source video and person
 (:class:`~stfmamba.data.adapters.base.VideoRow`, empty when unknown; empty in manifests written
-before them, and the evaluation then derives the groups from the ids). A row is identified by ``(method, video_id)``: FF++
+before them, and the evaluation then derives the groups from the ids). A row is identified by
+``(method, video_id)``: FF++
 reuses ``<target>_<source>`` ids across methods and the demo reuses the real's id for each of its
 manipulations.
 

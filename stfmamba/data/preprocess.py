@@ -458,7 +458,8 @@ def preprocess_dataset(name: str, rows: Iterable[VideoRow], cfg: PreprocessConfi
                 and ((old["status"] == "failed" and not str(old["reason"]).startswith("error"))
                      or ((out_dir / npz_rel).is_file()
                          and all((out_dir / e).is_file() for e in str(old.get("extra_npz", "")).split(";") if e)))):
-            done[(r.method, r.video_id)] = old | {"split": r.split, "label": int(r.label), "group": getattr(r, "group", ""),
+            done[(r.method, r.video_id)] = old | {"split": r.split, "label": int(r.label),
+                                                  "group": getattr(r, "group", ""),
                                                   "identity": getattr(r, "identity", "")}
         else:
             todo.append((rec, str(out_dir / npz_rel)))
