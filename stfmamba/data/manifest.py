@@ -9,7 +9,11 @@ written before these three columns existed are read with ``n_unique_frames = n_f
 ``decode_errors = 0`` and empty ``run_starts``. ``faces`` is the number of face tracks kept
 (``preprocess.max_faces``; 0 for a failed video) and ``extra_npz`` the ``;``-joined npz paths of the
 faces other than the primary one (``<method>/<video_id>__face1.npz;...``; empty with one face);
-manifests written before them are read with ``faces = 1`` (``0`` when failed) and no extras. A row is identified by ``(method, video_id)``: FF++
+manifests written before them are read with ``faces = 1`` (``0`` when failed) and no extras.
+``group`` and ``identity`` are the adapter row's source video and person
+(:class:`~stfmamba.data.adapters.base.VideoRow`, empty when unknown; empty in manifests written
+before them, and the evaluation then derives the groups from the ids). A row is identified by
+``(method, video_id)``: FF++
 reuses ``<target>_<source>`` ids across methods and the demo reuses the real's id for each of its
 manipulations.
 
@@ -33,7 +37,7 @@ __all__ = ["COLUMNS", "MANIFEST", "read_manifest", "write_manifest", "face_npz",
 
 COLUMNS = ["video_id", "dataset", "split", "method", "label", "src_path", "npz", "status", "reason",
            "n_frames", "src_hash", "params_hash", "n_unique_frames", "decode_errors", "run_starts", "faces",
-           "extra_npz"]
+           "extra_npz", "group", "identity"]
 MANIFEST = "manifest.csv"
 NPZ_KEYS = ("frames", "landmarks", "boxes", "frame_idx", "metadata")
 
@@ -45,7 +49,8 @@ class ManifestError(RuntimeError):
 def _dtypes() -> dict[str, Any]:
     return {"video_id": str, "dataset": str, "split": str, "method": str, "label": int, "src_path": str,
             "npz": str, "status": str, "reason": str, "n_frames": int, "src_hash": str, "params_hash": str,
-            "n_unique_frames": int, "decode_errors": int, "run_starts": str, "extra_npz": str}
+            "n_unique_frames": int, "decode_errors": int, "run_starts": str, "extra_npz": str,
+            "group": str, "identity": str}
 
 
 def read_manifest(dataset_dir: str | Path, name: str = MANIFEST) -> pd.DataFrame:
@@ -64,7 +69,8 @@ def read_manifest(dataset_dir: str | Path, name: str = MANIFEST) -> pd.DataFrame
     df = pd.read_csv(path, dtype={k: v for k, v in _dtypes().items() if k in header}, keep_default_na=False)
     if "n_unique_frames" not in df.columns and "n_frames" in df.columns:
         df["n_unique_frames"] = df["n_frames"]
-    df = df.assign(**{c: default for c, default in (("decode_errors", 0), ("run_starts", ""), ("extra_npz", ""))
+    df = df.assign(**{c: default for c, default in (("decode_errors", 0), ("run_starts", ""), ("extra_npz", ""),
+                                                                  ("group", ""), ("identity", ""))
                       if c not in df.columns})
     ok = (df["status"] == "ok").astype(int) if "status" in df.columns else 1
     faces = pd.to_numeric(df["faces"], errors="coerce") if "faces" in df.columns else None

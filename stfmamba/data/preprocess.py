@@ -449,7 +449,8 @@ def preprocess_dataset(name: str, rows: Iterable[VideoRow], cfg: PreprocessConfi
         rec = {"video_id": r.video_id, "dataset": name, "split": r.split, "method": r.method, "label": int(r.label),
                "src_path": str(r.path), "npz": npz_rel, "status": "", "reason": "", "n_frames": 0,
                "src_hash": src_hash(r.path), "params_hash": phash, "n_unique_frames": 0, "decode_errors": 0,
-               "run_starts": "", "faces": 0, "extra_npz": ""}
+               "run_starts": "", "faces": 0, "extra_npz": "", "group": getattr(r, "group", ""),
+               "identity": getattr(r, "identity", "")}
         old = previous.get((r.method, r.video_id))
         if (old is not None and old["src_hash"] == rec["src_hash"] and old["params_hash"] == phash
                 and old["src_path"] == rec["src_path"]
@@ -457,7 +458,9 @@ def preprocess_dataset(name: str, rows: Iterable[VideoRow], cfg: PreprocessConfi
                 and ((old["status"] == "failed" and not str(old["reason"]).startswith("error"))
                      or ((out_dir / npz_rel).is_file()
                          and all((out_dir / e).is_file() for e in str(old.get("extra_npz", "")).split(";") if e)))):
-            done[(r.method, r.video_id)] = old | {"split": r.split, "label": int(r.label)}
+            done[(r.method, r.video_id)] = old | {"split": r.split, "label": int(r.label),
+                                                  "group": getattr(r, "group", ""),
+                                                  "identity": getattr(r, "identity", "")}
         else:
             todo.append((rec, str(out_dir / npz_rel)))
     skipped = len(done)

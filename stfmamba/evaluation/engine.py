@@ -40,7 +40,7 @@ from stfmamba.data.manifest import face_npz, load_npz
 __all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "autocast_for", "score_videos"]
 
 VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "n_clips", "faces",
-                 "face_scores"]
+                 "face_scores", "group", "identity"]   # group / identity: the manifest's ("" = unknown)
 CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score", "face"]  # row: index into videos
 
 
@@ -125,7 +125,9 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     videos = pd.DataFrame({
         "video_id": rows["video_id"].astype(str), "method": rows["method"].astype(str),
         "label": rows["label"].astype(int), "status": "ok", "reason": "", "score": np.nan,
-        "static_score": np.nan, "n_clips": 0, "faces": 0, "face_scores": ""})
+        "static_score": np.nan, "n_clips": 0, "faces": 0, "face_scores": "",
+        "group": rows["group"].astype(str) if "group" in rows else "",
+        "identity": rows["identity"].astype(str) if "identity" in rows else ""})
     bad = rows["status"].astype(str) != "ok"
     videos.loc[bad, "status"] = "failed"
     videos.loc[bad, "reason"] = [f"preprocess: {r}" if r else "preprocess failed" for r in rows.loc[bad, "reason"].astype(str)]

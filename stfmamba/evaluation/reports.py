@@ -3,7 +3,15 @@
 Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
 
     metrics JSON        {"auc": {"overall": .., "<method>": ..},        failures excluded (primary)
-                         "auc_ci95": {"<method>": [lo, hi]},            bootstrap 95 % interval of auc
+                         "auc_ci95": {"<method>": [lo, hi]},            cluster-bootstrap 95 % interval of auc
+                                                                        (null when it collapses, e.g. at AUC 1)
+                         "auc_lower95": {..},                           one-sided 95 % lower bound of auc
+                         "auc_ci95_by": {..},                           "identity" | "source" | "video": what
+                                                                        the bootstrap resamples
+                         "auc_groups": {"<method>": {"real": r, "fake": f}},  clusters holding a real / a fake
+                         "auc_identities": {..},                        people shown (null: unknown)
+                         "temporal_gain": {..},                         auc - static_auc (null: frame model)
+                         "temporal_gain_ci95": {..},                    its paired cluster-bootstrap interval
                          "auc_fail05": {..},                            failures scored 0.5 (SBI protocol)
                          "static_auc": {..},                            static clips (first frame x T)
                          "ap": {..}, "eer": {..}, "acc": {..}, "clip_auc": {..},
@@ -17,6 +25,8 @@ Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
     out/failures.csv    the videos that could not be scored and why (also printed)
     out/roc/<name>.csv  ROC curve (fpr, tpr, threshold) per method / dataset -> ``dvc plots`` lines
     out/auc.csv         name, auc -> ``dvc plots`` horizontal bars
+    out/temporal_gain.csv  name, temporal_gain, lo, hi -> ``dvc plots`` bars (video models only:
+                        not written with ``temporal=False``, a stale one is removed)
     out/roc.png         the same two figures as a PNG
 
 Every file is written atomically through :mod:`stfmamba.io`.
@@ -33,11 +43,13 @@ import pandas as pd
 from stfmamba import io
 from stfmamba.evaluation.metrics import OVERALL, per_method_metrics, roc_points
 
-METRIC_KEYS = ("auc", "auc_ci95", "auc_fail05", "static_auc", "ap", "eer", "acc", "clip_auc")
+METRIC_KEYS = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain",
+               "temporal_gain_ci95", "ap", "eer", "acc", "clip_auc")
+GAIN_CSV = "temporal_gain.csv"
 
 
 # --------------------------------------------------------------------------- pure: tables -> dicts
-def summarize(videos: pd.DataFrame, clips: pd.DataFrame) -> dict[str, Any]:
+def summarize(videos: pd.DataFrame, clips: pd.DataFrame, temporal: bool = True) -> dict[str, Any]:
     """Metrics JSON of one dataset from the engine's tables.
 
     ``auc`` and the other primary metrics use the scored videos only; the failed ones are counted
@@ -46,6 +58,10 @@ def summarize(videos: pd.DataFrame, clips: pd.DataFrame) -> dict[str, Any]:
     Args:
         videos: one row per video (``engine.VIDEO_COLUMNS``; ``static_score`` optional).
         clips: one row per scored clip (``engine.CLIP_COLUMNS``; ``row`` indexes ``videos``).
+        temporal: False for a frame-level model (``temporal_gain`` null).
+
+    The bootstrap clusters come from ``videos``' ``group`` / ``identity`` columns when present
+    (:func:`~stfmamba.evaluation.metrics.cluster_ids`; missing or empty: derived from the ids).
 
     Returns:
         ``{"auc": {"overall": .., "<method>": ..}, ..., "videos": {"total", "scored", "failed"}}``.
@@ -56,8 +72,14 @@ def summarize(videos: pd.DataFrame, clips: pd.DataFrame) -> dict[str, Any]:
     static = videos["static_score"].to_numpy(dtype=float) if "static_score" in videos else None
     per = per_method_metrics(videos["label"].to_numpy(), videos["method"].to_numpy(),
                              videos["score"].to_numpy(dtype=float), clips["row"].to_numpy(dtype=int),
-                             clips["score"].to_numpy(dtype=float), failed=failed, static_scores=static)
+                             clips["score"].to_numpy(dtype=float), failed=failed, static_scores=static,
+                             video_ids=videos["video_id"].astype(str).to_numpy(),
+                             groups=videos["group"].astype(str).to_numpy() if "group" in videos else None,
+                             identities=videos["identity"].astype(str).to_numpy() if "identity" in videos else None,
+                             temporal=temporal)
     out: dict[str, Any] = {k: {name: _plain(getattr(m, k)) for name, m in per.items()} for k in METRIC_KEYS}
+    out["auc_groups"] = {name: {"real": m.auc_groups_real, "fake": m.auc_groups_fake} for name, m in per.items()}
+    out["auc_identities"] = {name: m.auc_identities for name, m in per.items()}
     out["failed"] = {name: {"real": m.failed_real, "fake": m.failed_fake} for name, m in per.items()}
     out["n_real"] = {name: m.n_real for name, m in per.items()}
     out["n_fake"] = {name: m.n_fake for name, m in per.items()}
@@ -170,14 +192,33 @@ def write_png(path: Path, curves: dict[str, list[tuple[float, float, float]]], b
     plt.close(fig)
 
 
-def write_dataset_report(out: Path, videos: pd.DataFrame, clips: pd.DataFrame, title: str) -> dict[str, Any]:
-    """Scores / clips / failures CSVs, ROC + AUC plots of one dataset; returns its metrics dict."""
+def gain_table(gain: dict[str, float | None], ci: dict[str, list[float] | None]) -> pd.DataFrame:
+    """``name, temporal_gain, lo, hi`` (the ``dvc plots`` bars of the temporal gain; empty cells: n/a)."""
+    return pd.DataFrame({"name": list(gain), "temporal_gain": [_finite(v) for v in gain.values()],
+                         "lo": [None if ci.get(n) is None else ci[n][0] for n in gain],
+                         "hi": [None if ci.get(n) is None else ci[n][1] for n in gain]})
+
+
+def write_gain(out: Path, metrics_gain: dict[str, float | None], metrics_ci: dict[str, Any], temporal: bool) -> None:
+    """``out/temporal_gain.csv`` for a video model; removed (stale) for a frame model."""
+    path = Path(out) / GAIN_CSV
+    if temporal:
+        write_csv(path, gain_table(metrics_gain, metrics_ci))
+    elif path.exists():
+        path.unlink()
+
+
+def write_dataset_report(out: Path, videos: pd.DataFrame, clips: pd.DataFrame, title: str,
+                         temporal: bool = True) -> dict[str, Any]:
+    """Scores / clips / failures CSVs, ROC + AUC plots (+ the temporal gain of a video model,
+    ``temporal``) of one dataset; returns its metrics dict."""
     out = Path(out)
-    metrics = summarize(videos, clips)
+    metrics = summarize(videos, clips, temporal=temporal)
     write_csv(out / "scores.csv", videos)
     write_csv(out / "clips.csv", clips)
     write_csv(out / "failures.csv", failures(videos))
     write_curves(out, roc_curves(videos), dict(metrics["auc"]), title)
+    write_gain(out, metrics["temporal_gain"], metrics["temporal_gain_ci95"], temporal)
     return metrics
 
 
@@ -194,21 +235,31 @@ def describe_failures(name: str, videos: pd.DataFrame, limit: int = 20) -> str:
 
 
 def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
-    """A Markdown table, one row per subset: AUC [95 % CI], AUC with failures at 0.5, static-clip
-    AUC, AP, EER, acc@0.5, clip AUC, scored reals / fakes (failed)."""
+    """A Markdown table, one row per subset: AUC [95 % CI] (or ``[>= lower bound]`` when the interval
+    collapses) with what the bootstrap resampled, AUC with failures at 0.5, static-clip AUC, temporal
+    gain [95 % CI], AP, EER, acc@0.5, clip AUC, scored reals / fakes (failed)."""
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     def cell(key: str, name: str) -> str:
         v = metrics.get(key, {}).get(name)
-        if key == "auc":
-            ci = metrics.get("auc_ci95", {}).get(name)
-            return fmt(v) + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+        if key in ("auc", "temporal_gain"):
+            ci = metrics.get(f"{key}_ci95", {}).get(name)
+            if ci is not None:
+                return fmt(v) + f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+            low = metrics.get("auc_lower95", {}).get(name) if key == "auc" else None
+            return fmt(v) + ("" if low is None else f" [>= {low:.3f}]")
+        if key == "auc_ci95_by":
+            by, g = metrics.get(key, {}).get(name), metrics.get("auc_groups", {}).get(name)
+            people = metrics.get("auc_identities", {}).get(name)
+            return "n/a" if by is None else ((by if g is None else f"{by} ({g['real']} / {g['fake']})")
+                                             + ("" if not people else f", {people} people"))
         return fmt(v)
 
-    cols = ("auc", "auc_fail05", "static_auc", "ap", "eer", "acc", "clip_auc")
-    rows = [f"| {title} | AUC [95 % CI] | AUC (failed = 0.5) | static AUC | AP | EER | acc@0.5 | clip AUC "
-            "| reals / fakes (failed) |", "|---" * (len(cols) + 2) + "|"]
+    cols = ("auc", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain", "ap", "eer", "acc", "clip_auc")
+    rows = [f"| {title} | AUC [95 % CI] | resampled (real / fake groups) | AUC (failed = 0.5) | static AUC "
+            "| temporal gain [95 % CI] | AP | EER | acc@0.5 | clip AUC | reals / fakes (failed) |",
+            "|---" * (len(cols) + 2) + "|"]
     for name in metrics["auc"]:
         n = f"{metrics['n_real'][name]} / {metrics['n_fake'][name]}" if "n_real" in metrics else ""
         if "failed" in metrics:

@@ -30,7 +30,7 @@ from stfmamba.data.clips import ClipSpec
 from stfmamba.evaluation.engine import score_videos
 from stfmamba.evaluation.metrics import OVERALL
 from stfmamba.evaluation.reports import (describe_failures, roc_curves, write_csv, write_curves, write_dataset_report,
-                                         write_json)
+                                         write_gain, write_json)
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class DatasetResult:
     videos: pd.DataFrame   # engine.VIDEO_COLUMNS
     clips: pd.DataFrame    # engine.CLIP_COLUMNS
     metrics: dict[str, Any]
+    temporal: bool = True  # a video model (``num_frames > 1``): its temporal gain is reported
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
@@ -140,17 +141,20 @@ def evaluate_dataset(model: torch.nn.Module, model_cfg, name: str, dataset_dir: 
     videos, clips = score_videos(model, rows, Path(dataset_dir), spec, batch_size=ev.batch_size,
                                  num_workers=ev.num_workers, device=device or default_device(), amp=amp,
                                  progress=progress)
-    metrics = write_dataset_report(Path(out_dir), videos, clips, title=f"{name}: video-level ROC / AUC")
+    temporal = model_cfg.num_frames > 1   # a frame model's static clip is its clip: no temporal gain
+    metrics = write_dataset_report(Path(out_dir), videos, clips, title=f"{name}: video-level ROC / AUC",
+                                   temporal=temporal)
     print(describe_failures(name, videos))
-    return DatasetResult(name, videos, clips, metrics)
+    return DatasetResult(name, videos, clips, metrics, temporal)
 
 
 def cross_metrics(results: list[DatasetResult]) -> dict[str, Any]:
-    """Metrics JSON of ``eval_cross``: ``auc.<dataset>``, ``auc_ci95.<dataset>``, ``static_auc.<dataset>``,
-    ``failed.<dataset>`` ... (overall of each dataset) on top, every per-method figure below."""
-    out: dict[str, Any] = {k: {r.name: r.metrics[k]["overall"] for r in results}
-                           for k in ("auc", "auc_ci95", "auc_fail05", "static_auc", "failed", "ap", "eer", "acc",
-                                     "clip_auc")}
+    """Metrics JSON of ``eval_cross``: ``auc.<dataset>``, ``auc_ci95.<dataset>``, ``auc_lower95``,
+    ``auc_ci95_by``, ``auc_groups``, ``static_auc``, ``temporal_gain`` (+ ``_ci95``), ``failed.<dataset>``
+    ... (overall of each dataset) on top, every per-method figure below."""
+    keys = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "auc_fail05",
+            "static_auc", "temporal_gain", "temporal_gain_ci95", "failed", "ap", "eer", "acc", "clip_auc")
+    out: dict[str, Any] = {k: {r.name: r.metrics.get(k, {}).get("overall") for r in results} for k in keys}
     out["videos"] = {r.name: r.metrics["videos"] for r in results}
     out["by_dataset"] = {r.name: {k: v for k, v in r.metrics.items() if k != "videos"} for r in results}
     return out
@@ -161,6 +165,8 @@ def write_cross_summary(out_dir: str | Path, results: list[DatasetResult]) -> di
     curves = {r.name: roc_curves(r.videos)[OVERALL] for r in results}
     metrics = cross_metrics(results)
     write_curves(Path(out_dir), curves, dict(metrics["auc"]), "cross-dataset: video-level ROC / AUC")
+    write_gain(Path(out_dir), metrics["temporal_gain"], metrics["temporal_gain_ci95"],
+               all(r.temporal for r in results))
     return metrics
 
 

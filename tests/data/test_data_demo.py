@@ -36,7 +36,15 @@ def test_layout_and_adapter(tiny_demo):
     assert len(present) == 3 + 2 * 4
     assert len(rows) == 57 + 2 * 4    # every listed real (missing ones become failed manifest rows)
     cross = (Path(tiny_demo.cross_dir) / "list.csv").read_text().splitlines()
-    assert cross[0] == "path,label,method" and "carphone.mp4,0,real" in cross and len(cross) == 1 + 5
+    assert cross[0] == "path,label,method,group,identity" and len(cross) == 1 + 5
+    assert "carphone.mp4,0,real,carphone.mp4,carphone" in cross    # group: the real a fake is made from
+    assert "lq_DemoReenact_franck_032.mp4,1,DemoReenact,lq_franck_032.mp4,franck" in cross
+    # the demo's fakes go with their real (same id) and its person (splits/demo/identities.json)
+    fake = next(r for r in rows if r.method == "DemoMouthTex" and r.video_id == "franck_032")
+    assert (fake.group, fake.identity) == ("franck_032", "franck")
+    cross_rows = build_adapter(DatasetConfig("csv", str(Path(tiny_demo.cross_dir) / "list.csv"))).rows()
+    assert {(r.video_id, r.group, r.identity) for r in cross_rows} >= {
+        ("carphone_DemoSwapFlicker", "carphone", "carphone"), ("lq_franck_032", "lq_franck_032", "franck")}
     assert all((Path(tiny_demo.cross_dir) / line.split(",")[0]).is_file() for line in cross[1:])
 
 

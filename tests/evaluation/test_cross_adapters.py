@@ -39,6 +39,10 @@ def test_celebdf_flag_one_means_real(mp4, tmp_path):
                               ("id0_id1_0000", 1, "Celeb-synthesis", "test"),
                               ("id2_id3_0001", 1, "Celeb-synthesis", "test")]
     assert all(r.path.is_file() for r in rows)
+    # a fake id<t>_id<s>_<clip> keeps the target real id<t>_<clip>'s frames: its group and person
+    assert sorted((r.video_id, r.group, r.identity) for r in rows) == [
+        ("00170", "00170", ""), ("id0_0000", "id0_0000", "id0"), ("id0_id1_0000", "id0_0000", "id0"),
+        ("id2_id3_0001", "id2_0001", "id2")]
     (tmp_path / "List_of_testing_videos.txt").write_text("real YouTube-real/00170.mp4\n")
     with pytest.raises(ConfigError, match="List_of_testing_videos.txt:1"):
         build_adapter(DatasetConfig("celebdf", str(tmp_path))).rows()
@@ -91,6 +95,69 @@ def test_ffiw_source_target(mp4, tmp_path):
     _put(mp4, tmp_path, "source/test/00003.mp4", "target/test/00003.mp4")  # with a test folder, val stays val
     splits = {(r.video_id, r.label): r.split for r in build_adapter(DatasetConfig("ffiw", str(tmp_path))).rows()}
     assert splits[("00001", 0)] == "val" and splits[("00003", 1)] == "test"
+
+
+def test_dfdcp_identity_is_the_actor(mp4, tmp_path):
+    entries = {"original_videos/643049/1955-1984.mp4": {"label": "real", "set": "test"},
+               "method_A/643049/643049_A/1955-1984.mp4": {"label": "fake", "set": "test"}}
+    _put(mp4, tmp_path, *entries)
+    (tmp_path / "dataset.json").write_text(json.dumps(entries))
+    rows = build_adapter(DatasetConfig("dfdcp", str(tmp_path))).rows()
+    assert {r.identity for r in rows} == {"643049"}
+    assert {(r.label, r.group) for r in rows} == {(0, "original_videos__643049__1955-1984"), (1, "")}
+
+
+def _ffpp(mp4, tmp_path, test_split, reals, fakes, identities=None):
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "test.json").write_text(json.dumps(test_split))
+    for s in ("train", "val"):
+        (splits / f"{s}.json").write_text("[]")
+    if identities is not None:
+        (splits / "identities.json").write_text(json.dumps(identities))
+    _put(mp4, tmp_path / "ff", *[f"original_sequences/youtube/c23/videos/{v}.mp4" for v in reals],
+         *[f"manipulated_sequences/M/c23/videos/{v}.mp4" for v in fakes])
+    return build_adapter(DatasetConfig("ffpp", str(tmp_path / "ff"), str(splits), "c23", ("M",))).rows()
+
+
+def test_ffpp_fake_goes_with_its_target_real(mp4, tmp_path):
+    # FF++ pairs: <target>_<source> keeps the target's frames, so it is grouped with the target real
+    rows = _ffpp(mp4, tmp_path, [["000", "003"]], ["000", "003"], ["000_003", "003_000"])
+    assert sorted((r.video_id, r.label, r.group, r.identity) for r in rows) == [
+        ("000", 0, "000", ""), ("000_003", 1, "000", ""), ("003", 0, "003", ""), ("003_000", 1, "003", "")]
+
+
+def test_demo_layout_groups_and_identities(mp4, tmp_path):
+    rows = _ffpp(mp4, tmp_path, ["franck_032", "cap13_002"], ["franck_032", "cap13_002"], ["franck_032"],
+                 identities={"franck_032": "franck", "cap13_002": "cap"})
+    assert sorted((r.video_id, r.label, r.group, r.identity) for r in rows) == [
+        ("cap13_002", 0, "cap13_002", "cap"), ("franck_032", 0, "franck_032", "franck"),
+        ("franck_032", 1, "franck_032", "franck")]
+    with pytest.raises(ConfigError, match="identities.json"):
+        (tmp_path / "splits" / "identities.json").write_text('["franck"]')
+        build_adapter(DatasetConfig("ffpp", str(tmp_path / "ff"), str(tmp_path / "splits"), "c23", ("M",))).rows()
+
+
+def test_committed_demo_identities_match_the_sources():
+    from pathlib import Path
+    from stfmamba.data.demo.cut import demo_clips
+    repo = Path(__file__).resolve().parents[2]
+    who = json.loads((repo / "splits" / "demo" / "identities.json").read_text())
+    assert who == {c.video_id: c.person for c in demo_clips()}
+    test = json.loads((repo / "splits" / "demo" / "test.json").read_text())
+    assert sorted({who[v] for v in test}) == ["cap", "franck"]     # the README's "2 people, 12 source videos"
+
+
+def test_csv_group_and_identity_columns(mp4, tmp_path):
+    _put(mp4, tmp_path, "a.mp4", "b.mp4", "sub/a_fake.mp4", "c.mp4")
+    (tmp_path / "list.csv").write_text("path,label,method,group,identity\na.mp4,0,real,,ann\nb.mp4,0,real,,bob\n"
+                                       "sub/a_fake.mp4,1,X,a.mp4,ann\n")
+    rows = build_adapter(DatasetConfig("csv", str(tmp_path / "list.csv"))).rows()
+    assert sorted((r.video_id, r.group, r.identity) for r in rows) == [
+        ("a", "a", "ann"), ("b", "b", "bob"), ("sub__a_fake", "a", "ann")]
+    (tmp_path / "plain.csv").write_text("path,label\nc.mp4,0\nsub/a_fake.mp4,1\n")   # old format: still read
+    rows = build_adapter(DatasetConfig("csv", str(tmp_path / "plain.csv"))).rows()
+    assert sorted((r.video_id, r.group, r.identity) for r in rows) == [("c", "c", ""), ("sub__a_fake", "", "")]
 
 
 def test_missing_root_names_the_file(tmp_path):

@@ -87,7 +87,13 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert m["auc_fail05"]["B"] == pytest.approx(8.5 / 12)
     lo, hi = m["auc_ci95"]["B"]
     assert 0.0 <= lo <= m["auc"]["B"] <= hi <= 1.0 and hi > lo
-    assert m["auc_ci95"]["A"] == [1.0, 1.0]    # perfectly separated: every resample gives 1
+    # perfectly separated: every resample gives 1, so no interval (was [1.0, 1.0] before issue 18);
+    # the lower bound instead: 3 reals + 2 fakes, each its own cluster -> k = min(3, 2, 5 // 2) = 2 pairs
+    assert m["auc_ci95"]["A"] is None and m["auc_lower95"]["A"] == pytest.approx(0.05 ** 0.5)
+    assert m["auc_ci95_by"]["A"] == "video" and m["auc_groups"]["A"] == {"real": 3, "fake": 2}
+    # B's fakes reuse the reals' ids r0, r1 (as the demo does): each goes with its real
+    assert m["auc_ci95_by"]["B"] == "source" and m["auc_groups"]["B"] == {"real": 3, "fake": 2}
+    assert m["temporal_gain"]["B"] == pytest.approx(m["auc"]["B"] - m["static_auc"]["B"])
     # static clips of these constant-brightness videos look like the clips themselves
     assert ok["static_score"].notna().all() and np.allclose(ok["static_score"], ok["score"], atol=0.02)
     assert m["static_auc"]["B"] == pytest.approx(4 / 6)
@@ -96,7 +102,11 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     write_json(tmp_path / "m.json", metrics)
     back = json.loads((tmp_path / "m.json").read_text())
     assert set(back["auc"]) == {"overall", "A", "B"} and back["n_fake"]["A"] == 2
-    assert back["auc_ci95"]["A"] == [1.0, 1.0] and back["failed"]["A"] == {"real": 1, "fake": 2}
+    assert back["auc_ci95"]["A"] is None and back["failed"]["A"] == {"real": 1, "fake": 2}
+    gain = pd.read_csv(out / "temporal_gain.csv")
+    assert list(gain.columns) == ["name", "temporal_gain", "lo", "hi"] and list(gain["name"]) == ["overall", "A", "B"]
+    write_dataset_report(out, videos, clips, "test", temporal=False)   # a frame model: no gain, stale file gone
+    assert not (out / "temporal_gain.csv").exists()
     assert "static_score" in pd.read_csv(out / "scores.csv").columns
     assert "static_score" in pd.read_csv(out / "clips.csv").columns
     assert (out / "roc.png").stat().st_size > 1000
@@ -107,7 +117,7 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert tuple(roc_a.iloc[0, :2]) == (0.0, 0.0) and tuple(roc_a.iloc[-1, :2]) == (1.0, 1.0)
     assert len(pd.read_csv(out / "failures.csv")) == 4
     assert "4 of 11 videos could not be scored" in describe_failures("t", videos)
-    assert "| A | 1.000 [1.000, 1.000] | 0.938 | 1.000 | 1.000 | 0.000 | " in markdown_table(m)
+    assert "| A | 1.000 [>= 0.224] | video (3 / 2) | 0.938 | 1.000 | 0.000 | 1.000 | 0.000 | " in markdown_table(m)
     assert "| 3 / 2 (1 / 2) |" in markdown_table(m)
 
 
@@ -115,3 +125,18 @@ def test_clip_cap_is_evenly_spaced():
     spec = ClipSpec(num_segments=4, frames_per_segment=8, num_frames=4, img_size=16, clips_per_video=3)
     assert spec.starts() == [0, 16, 28]  # windows 0,4,..,28; indices 0, 3.5->4, 7
     assert ClipSpec(2, 8, 8, 16, 8).starts() == [0, 8]
+
+
+def test_cross_summary_carries_the_new_keys_and_the_gain_plot(dataset, tmp_path):
+    from stfmamba.evaluation.run import DatasetResult, write_cross_summary
+    root, manifest = dataset
+    videos, clips = score_videos(Brightness(), manifest, root, SPEC, batch_size=4, progress=False, amp="off")
+    r = DatasetResult("t", videos, clips, summarize(videos, clips))
+    m = write_cross_summary(tmp_path / "cross", [r])
+    for k in ("auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "temporal_gain", "temporal_gain_ci95"):
+        assert m[k]["t"] == r.metrics[k]["overall"]
+    gain = pd.read_csv(tmp_path / "cross" / "temporal_gain.csv")
+    assert list(gain["name"]) == ["t"] and gain["temporal_gain"][0] == pytest.approx(m["temporal_gain"]["t"])
+    frame = DatasetResult("t", videos, clips, summarize(videos, clips, temporal=False), temporal=False)
+    m = write_cross_summary(tmp_path / "cross", [frame])
+    assert m["temporal_gain"]["t"] is None and not (tmp_path / "cross" / "temporal_gain.csv").exists()

@@ -5,6 +5,16 @@ Each adapter is registered by name (``@register_adapter("ffpp")``) and built fro
 Labels: 0 = real, 1 = fake (whatever the dataset's own convention). ``method`` is ``"real"`` for
 real videos, otherwise the manipulation's name. ``split`` is ``train`` / ``val`` / ``test``
 (datasets used only for testing put everything in ``test``).
+
+Two optional fields say which videos are not independent of each other, for the cluster bootstrap
+of the evaluation (:func:`stfmamba.evaluation.metrics.cluster_ids`):
+
+* ``group`` — the *source video*: a real's own id, and for a fake the id of the real whose frames
+  it is made from (FF++ ``<target>_<source>``: the target, whose face and scene are kept; the
+  demo: the real of the same id). Empty: derived from the ids at evaluation time.
+* ``identity`` — the person shown, where the dataset says it (the demo's ``identities.json``, a
+  ``identity`` column of a CSV list, DFDCP's actor folder); a fake gets its target's person.
+  Empty: unknown (FF++ has no identity labels).
 """
 from __future__ import annotations
 
@@ -24,6 +34,8 @@ class VideoRow:
     label: int      # 0 real, 1 fake
     method: str     # "real" or the manipulation name
     split: str      # train | val | test
+    group: str = ""      # source video (the real a fake is made from); "" = derive from the ids
+    identity: str = ""   # person shown (the target's, for a fake); "" = unknown
 
 
 class DatasetAdapter:

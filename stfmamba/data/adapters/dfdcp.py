@@ -9,7 +9,8 @@ Layout under ``root``::
 Only entries with ``"set": "test"`` are returned (cross-dataset evaluation uses the test set),
 all in the ``test`` split. A fake's method is the top folder of its path (``method_A`` /
 ``method_B``). The video id is the relative path without extension, ``/`` replaced by ``__``
-(clip names repeat across actors).
+(clip names repeat across actors). The identity is the actor folder (``<actor>``, the second part
+of the path, reals and fakes alike); fakes carry no link to their real clip (group left empty).
 """
 from __future__ import annotations
 
@@ -37,5 +38,7 @@ class DFDCPAdapter(DatasetAdapter):
             rel = Path(rel_s)
             label = int(info["label"] == "fake")
             vid = rel.with_suffix("").as_posix().replace("/", "__")
-            out.append(VideoRow(vid, self.root / rel, label, REAL if label == 0 else rel.parts[0], "test"))
+            actor = rel.parts[1] if len(rel.parts) > 2 else ""
+            out.append(VideoRow(vid, self.root / rel, label, REAL if label == 0 else rel.parts[0], "test",
+                                vid if label == 0 else "", actor))
         return out

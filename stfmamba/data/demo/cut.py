@@ -89,7 +89,8 @@ def build_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     ones per split). Fakes: every :data:`DEMO_METHODS` manipulation of each val/test real, driven by
     a random other val/test clip of the same person and a random donor still. Cross demo: carphone
     (real and swapped) and half-resolution CRF-40 copies of up to 6 test reals and of their
-    DemoSwapFlicker / DemoReenact fakes, listed in ``list.csv``.
+    DemoSwapFlicker / DemoReenact fakes, listed in ``list.csv`` (with each video's ``group``, the real
+    it is made from, and ``identity``, the person).
 
     Returns:
         a summary dict (counts per split / method), also written to ``<out_dir>/demo.json``.
@@ -155,22 +156,24 @@ def build_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     rows = []
     car, car_fps = read_all(src / "carphone.mp4", max_frames=n)
     write_video(cross / "carphone.mp4", car, car_fps, crf=CRF)
-    rows.append(("carphone.mp4", 0, "real"))
+    rows.append(("carphone.mp4", 0, "real", "carphone.mp4", "carphone"))
     car_lm = track_landmarks(car, detect_scale=1.0)
     car_fake = swap_flicker(car, car_lm, load_donor(stills[int(rng.integers(len(stills)))]))
     write_video(cross / "carphone_DemoSwapFlicker.mp4", car_fake, car_fps, crf=CRF)
-    rows.append(("carphone_DemoSwapFlicker.mp4", 1, "DemoSwapFlicker"))
+    rows.append(("carphone_DemoSwapFlicker.mp4", 1, "DemoSwapFlicker", "carphone.mp4", "carphone"))
     for vid in _subset(splits["test"], 6):
         real, f = read_all(real_dir / f"{vid}.mp4")
         h, w = real.shape[1:3]
         size = (w // 4 * 2, h // 4 * 2)                 # half resolution, heavy compression
         write_video(cross / f"lq_{vid}.mp4", real, f, crf=40, scale=size)
-        rows.append((f"lq_{vid}.mp4", 0, "real"))
+        person = clips[vid].person
+        rows.append((f"lq_{vid}.mp4", 0, "real", f"lq_{vid}.mp4", person))
         for name in ("DemoSwapFlicker", "DemoReenact"):
             fake = out / "manipulated_sequences" / name / "c23" / "videos" / f"{vid}.mp4"
             write_video(cross / f"lq_{name}_{vid}.mp4", read_all(fake)[0], f, crf=40, scale=size)
-            rows.append((f"lq_{name}_{vid}.mp4", 1, name))
-    lines = ["path,label,method"] + [f"{p},{l},{m}" for p, l, m in rows]
+            rows.append((f"lq_{name}_{vid}.mp4", 1, name, f"lq_{vid}.mp4", person))
+    # group: the real a fake is made from (its path); identity: the person (SOURCES; carphone is a third one)
+    lines = ["path,label,method,group,identity"] + [",".join(map(str, r)) for r in rows]
     write_text(cross / "list.csv", "\n".join(lines) + "\n")
     summary = {"reals": {s: len(v) for s, v in splits.items()}, "fakes": methods, "cross": len(rows),
                "seed": cfg.seed}
