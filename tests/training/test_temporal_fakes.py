@@ -244,3 +244,13 @@ def test_dataset_mixes_the_families_deterministically(ddir):
     assert torch.equal(val[1]["x"], val[1]["x"])
     only = VideoSBIDataset.from_params(_params(ddir, 1.0, ("feature_drift",)), "train", True)
     assert {only.pair_info(i, common_aug=False)["kind"] for i in range(8)} == {"feature_drift"}
+
+
+def test_batches_collate_with_frame_targets(ddir):
+    """A DataLoader batch of mixed Video-SBI and temporal items: x, y, mask and frame_y stack."""
+    from torch.utils.data import DataLoader
+    ds = VideoSBIDataset.from_params(_params(ddir, 0.5), "train", True)
+    batch = next(iter(DataLoader(ds, batch_size=4, shuffle=False)))
+    assert batch["x"].shape[:3] == (4, 2, 3) and batch["y"].tolist() == [[0, 1]] * 4
+    assert batch["frame_y"].shape == (4, 2, 4) and batch["mask"].shape[:3] == (4, 2, 4)
+    assert (batch["frame_y"][:, 0] == 0).all() and (batch["frame_y"][:, 1].amax(1) > 0).all()
