@@ -352,7 +352,8 @@ class STFV8Config:
         model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
                         pretrained=b.pretrained)
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
-                           clips_per_video=b.clips_per_video)
+                           clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
+                           temporal_fake_kinds=TEMPORAL_FAKE_KINDS)                      # its keys do not matter
         features = replace(p.features.without_architecture(), use_multiscale_drift=False, use_temporal_fakes=False)
         return cls(f"Frame baseline ({b.arch})", model, features, training)
 

@@ -84,7 +84,8 @@ def test_config_keys_default_off_and_validated():
     on = from_dict(Params, {"features": {"use_temporal_fakes": True},
                             "training": {"temporal_fake_prob": 0.3, "temporal_fake_kinds": ["feature_drift"]}})
     assert "TemporalFakes" in STFV8Config.phase_a(on).describe()
-    assert STFV8Config.frame_baseline(on).features.use_temporal_fakes is False   # single frames: no motion
+    frame = STFV8Config.frame_baseline(on)                       # single frames: no motion, the family is off
+    assert frame.features.use_temporal_fakes is False and frame.training == STFV8Config.frame_baseline(Params()).training
 
 
 # --------------------------------------------------------------------------- determinism and one draw per clip
