@@ -316,7 +316,7 @@ def blend(target: np.ndarray, source: np.ndarray, mask: np.ndarray, ratio: float
     ratios = np.broadcast_to(np.asarray(ratio, np.float64), (len(t_),))
     out = np.empty_like(t_)
     for i in range(len(t_)):                                   # OpenCV per frame: ~10x faster than numpy floats
-        w = np.ascontiguousarray(m_[i] * ratios[i], dtype=np.float32)
+        w = np.ascontiguousarray(m_[i] * float(ratios[i]), dtype=np.float32)   # a Python float: float32 maths
         out[i] = cv2.blendLinear(np.ascontiguousarray(s_[i]), np.ascontiguousarray(t_[i]), w, 1.0 - w)
     return out.reshape(target.shape)
 
