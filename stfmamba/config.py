@@ -22,7 +22,7 @@ from typing import Any, Optional
 import yaml
 
 __all__ = [
-    "ConfigError", "DatasetConfig", "DataConfig", "DemoConfig", "PreprocessConfig", "ModelConfig",
+    "ConfigError", "TEMPORAL_FAKE_KINDS", "DatasetConfig", "DataConfig", "DemoConfig", "PreprocessConfig", "ModelConfig",
     "FeatureFlags", "TrainingConfig", "EvalConfig", "BaselineConfig", "BudgetConfig", "Params", "STFV8Config",
     "load_params", "from_dict", "to_dict",
 ]
@@ -30,6 +30,11 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A params value that cannot be used; the message names the key and how to fix it."""
+
+
+# the kinds of the temporal pseudo-fake family (keys of stfmamba.data.temporal.TEMPORAL_KINDS; a test
+# keeps the two in step, so this module does not import the data code)
+TEMPORAL_FAKE_KINDS = ("region_retime", "blend_ramp", "feature_drift")
 
 
 def _rng(lo: float | None = None, hi: float | None = None, **kw: Any) -> dict:
@@ -169,12 +174,14 @@ class FeatureFlags:
     use_mamer: bool = True               # PN-Mamer stages (3 Hydra + 1 Mamer)
     use_wss: bool = True                 # Wavelet-Selective Scan instead of HLL gating
     use_adaptive_sdim: bool = True       # learned gates over d_state with an L1 penalty
+    use_temporal_fakes: bool = False     # temporal pseudo-fakes (training.temporal_fake_*) beside Video-SBI
 
     ARCHITECTURE = ("use_hydra", "use_mamer", "use_wss", "use_adaptive_sdim")
     LABELS = {
         "use_hydra": "Hydra", "use_mamer": "PNMamer", "use_wss": "WSS", "use_adaptive_sdim": "AdaptiveSdim",
         "use_contrastive_hll": "ContrastiveHLL", "use_compression_aug": "CompressionAug",
         "use_multiscale_drift": "MultiScaleDrift", "use_hll_normalization": "HLLNorm", "use_tps": "TPS",
+        "use_temporal_fakes": "TemporalFakes",
     }
 
     def without_architecture(self) -> "FeatureFlags":
@@ -183,7 +190,8 @@ class FeatureFlags:
 
     def enabled(self) -> list[str]:
         order = ("use_hydra", "use_mamer", "use_wss", "use_adaptive_sdim", "use_contrastive_hll",
-                 "use_compression_aug", "use_multiscale_drift", "use_hll_normalization", "use_tps")
+                 "use_compression_aug", "use_multiscale_drift", "use_hll_normalization", "use_tps",
+                 "use_temporal_fakes")
         return [self.LABELS[k] for k in order if getattr(self, k)]
 
 
@@ -219,10 +227,21 @@ class TrainingConfig:
                                                                              # pretrained weights (trunk / frame body)
     bn_policy: str = field(default="train", metadata={"choices": ("train", "frozen")})  # BatchNorm statistics of the
                                       # pretrained part: updated (SyncBN under DDP on GPUs) or frozen at the weights' values
+    temporal_fake_prob: float = field(default=0.0, metadata=_rng(0.0, 1.0))  # fraction of fakes made by the temporal
+                                                                            # family instead of Video-SBI (features.use_temporal_fakes)
+    temporal_fake_kinds: tuple[str, ...] = TEMPORAL_FAKE_KINDS   # temporal kinds drawn (uniformly) per clip
 
     def __post_init__(self) -> None:
         if self.qp_min > self.qp_max:
             raise ConfigError(f"training.qp_min={self.qp_min} must be <= training.qp_max={self.qp_max}")
+        unknown = [k for k in self.temporal_fake_kinds if k not in TEMPORAL_FAKE_KINDS]
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], TEMPORAL_FAKE_KINDS, n=1)
+            hint = f" Did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"training.temporal_fake_kinds: unknown kind {', '.join(map(repr, unknown))}.{hint} "
+                              f"Valid kinds: {', '.join(TEMPORAL_FAKE_KINDS)}")
+        if len(set(self.temporal_fake_kinds)) != len(self.temporal_fake_kinds):
+            raise ConfigError(f"training.temporal_fake_kinds: {list(self.temporal_fake_kinds)} lists a kind twice")
 
 
 @dataclass(frozen=True)
@@ -288,6 +307,12 @@ class Params:
             raise ConfigError(
                 f"baseline.img_size={self.baseline.img_size} exceeds preprocess.crop_size={self.preprocess.crop_size}; "
                 "crops would have to be upsampled: raise crop_size or lower baseline.img_size (0 = model.img_size)")
+        if self.features.use_temporal_fakes and (self.training.temporal_fake_prob == 0
+                                                 or not self.training.temporal_fake_kinds):
+            raise ConfigError(
+                "features.use_temporal_fakes is true but training.temporal_fake_prob is 0 or "
+                "training.temporal_fake_kinds is empty: no temporal fake would be made; set "
+                f"training.temporal_fake_prob in (0, 1] and kinds from {', '.join(TEMPORAL_FAKE_KINDS)}")
         if self.preprocess.frames_per_segment < self.baseline.num_frames:
             raise ConfigError(
                 f"baseline.num_frames={self.baseline.num_frames} is longer than preprocess.frames_per_segment="
@@ -323,8 +348,8 @@ class STFV8Config:
     @classmethod
     def frame_baseline(cls, params: Params | None = None) -> "STFV8Config":
         """The frame-level SBI baseline: ``params.model`` with arch / img_size / num_frames /
-        pretrained from ``params.baseline``, no architecture flag and no multi-scale temporal drift
-        (a per-frame model; one frame has no drift anyway), the other data-side flags as in
+        pretrained from ``params.baseline``, no architecture flag, no multi-scale temporal drift
+        and no temporal pseudo-fakes (a per-frame model; one frame has no drift or motion anyway), the other data-side flags as in
         ``params.features`` (H.264 augmentation, TPS), and ``params.training`` with the baseline's
         batch size, epochs (as ``epochs_phase_a``), lr and clips per video."""
         p = params or Params()
@@ -332,8 +357,9 @@ class STFV8Config:
         model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
                         pretrained=b.pretrained)
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
-                           clips_per_video=b.clips_per_video)
-        features = replace(p.features.without_architecture(), use_multiscale_drift=False)
+                           clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
+                           temporal_fake_kinds=TEMPORAL_FAKE_KINDS)                      # its keys do not matter
+        features = replace(p.features.without_architecture(), use_multiscale_drift=False, use_temporal_fakes=False)
         return cls(f"Frame baseline ({b.arch})", model, features, training)
 
     @classmethod

@@ -255,11 +255,12 @@ def stage_params() -> dict[str, list[str]]:
         "verify": ["data", "preprocess"],        # the datasets' splits and the npz layout they must have
         # stages/sbi_audit.py: VideoSBIDataset.from_params(params, "train", True) without the common
         # augmentation (so no H.264 / QP keys): the clip layout, the SBI flags (sbi_config) and the
-        # training seed and clips per video (its items and their per-item generators)
+        # training seed and clips per video (its items and their per-item generators), and every temporal
+        # pseudo-fake kind (each audited on its own, whether features.use_temporal_fakes is on or not)
         "sbi_audit": _ordered(["data.train", "data.preprocessed_dir", "preprocess.num_segments",
                                "preprocess.frames_per_segment", "model.img_size", "model.num_frames",
                                "features.use_multiscale_drift", "features.use_tps", "training.clips_per_video",
-                               "training.seed"]),
+                               "training.seed", "training.temporal_fake_kinds"]),
         # stages/weights.py: the pretrained weights of the video model's timm trunk (model.arch decides
         # whether model.spatial_backbone or model.arch is the timm model) and of the frame baseline
         # -> metrics/weights.json

@@ -11,6 +11,12 @@ fresh SBI fake per epoch; validation items are fixed: every non-overlapping wind
 (:func:`~stfmamba.data.clips.clip_starts`) with a fake seeded by ``(seed, index)``, and no common
 augmentation — so the validation AUC of two epochs is comparable.
 
+With ``features.use_temporal_fakes`` a fraction ``training.temporal_fake_prob`` of the fakes comes
+from the temporal family (:mod:`stfmamba.data.temporal`) instead of Video-SBI, the kind drawn per
+clip from the same per-clip generator; items then also carry ``"frame_y": (2, T) float32`` (the
+real's zeros, the fake's per-frame manipulation strength). With the flag off nothing is drawn for
+it and every item is what it was before.
+
 Item: ``{"x": (2, 3, T, H, W) uint8 (real, fake), "y": (2,) int64 = (0, 1), "index": int}``. The clips
 stay uint8 until they reach the device, where :func:`normalize_clips` turns them into the model's
 ImageNet-normalised floats. Resizing and normalisation are the crop contract of
@@ -33,6 +39,7 @@ from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transf
 from stfmamba.data.clips import ClipSpec, clip_starts, model_clip, model_mask, normalize_clips, random_clip_start
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.data.sbi import SBIConfig, build_source_transform, self_blend_clip
+from stfmamba.data.temporal import ClipContext, TemporalConfig, temporal_fake_clip
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +100,15 @@ class VideoSBIDataset(Dataset):
         train: random clips (True) or fixed seeded clips (False).
         clips_per_video: items per video per epoch in training.
         seed: base seed of every per-clip generator.
+        temporal: the temporal pseudo-fake family, or ``None`` (Video-SBI only).
     """
 
     def __init__(self, dataset_dir: str | Path, split: str, spec: ClipSpec, sbi: SBIConfig = SBIConfig(),
-                 aug: PairAugConfig | None = None, train: bool = True, clips_per_video: int = 1, seed: int = 0):
+                 aug: PairAugConfig | None = None, train: bool = True, clips_per_video: int = 1, seed: int = 0,
+                 temporal: TemporalConfig | None = None):
         self.dataset_dir = Path(dataset_dir)
         self.split, self.spec, self.sbi, self.aug = split, spec, sbi, aug
+        self.temporal = temporal
         self.train, self.clips_per_video, self.seed = train, clips_per_video, seed
         self.epoch = 0
         df = read_manifest(self.dataset_dir)
@@ -142,7 +152,7 @@ class VideoSBIDataset(Dataset):
         tr = training or params.training
         aug = PairAugConfig(compression=f.use_compression_aug, qp_min=tr.qp_min, qp_max=tr.qp_max) if train else None
         return cls(Path(params.data.preprocessed_dir) / params.data.train, split, spec, sbi, aug, train,
-                   tr.clips_per_video, tr.seed)
+                   tr.clips_per_video, tr.seed, temporal_config(f, tr))
 
     def set_epoch(self, epoch: int) -> None:
         """Training draws new clips and fakes each epoch (seeded by ``(seed, epoch, index)``)."""
@@ -156,6 +166,11 @@ class VideoSBIDataset(Dataset):
         return np.random.default_rng(key)
 
     def pair(self, index: int, common_aug: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(real, fake, mask)`` of item ``index`` (:meth:`pair_info` without the extras)."""
+        info = self.pair_info(index, common_aug)
+        return info["real"], info["fake"], info["mask"]
+
+    def pair_info(self, index: int, common_aug: bool = True) -> dict:
         """Item ``index`` at the stored crop size, before resizing to the model input.
 
         Args:
@@ -163,10 +178,11 @@ class VideoSBIDataset(Dataset):
             common_aug: apply the augmentations shared by real and fake (when the dataset has any).
 
         Returns:
-            ``(real, fake, mask)``: ``(T, S, S, 3)`` uint8 twice and the effective blend mask
-            ``(T, S, S)`` float32 (after the common augmentation's zoom, shift and flip when
-            ``common_aug``). Before the common augmentation the fake equals the real exactly
-            wherever ``mask == 0``.
+            ``{"real", "fake", "mask", "frame_target", "kind"}``: ``(T, S, S, 3)`` uint8 twice, the
+            effective blend mask ``(T, S, S)`` float32 (after the common augmentation's zoom, shift
+            and flip when ``common_aug``), the fake's per-frame strength ``(T,)`` float32 and the
+            fake's kind (``"sbi"`` or a key of :data:`~stfmamba.data.temporal.TEMPORAL_KINDS`).
+            Before the common augmentation the fake equals the real exactly wherever ``mask == 0``.
         """
         vid, start = self.items[index]
         video_id, path = self.videos[vid]
@@ -179,21 +195,38 @@ class VideoSBIDataset(Dataset):
         lms = data["landmarks"][start:start + s.num_frames]
         if self._src_tf is None:
             self._src_tf, self._pair_tf = build_source_transform(), build_pair_transform()
-        res = self_blend_clip(frames, lms, rng, self.sbi, self._src_tf)
+        res, kind = None, "sbi"
+        if self.temporal is not None and rng.random() < self.temporal.prob:   # no draw when the family is off
+            run = (start // s.frames_per_segment) * s.frames_per_segment      # the run the clip is cut from
+            ctx = ClipContext(data["frames"][run:run + s.frames_per_segment],
+                              data["landmarks"][run:run + s.frames_per_segment], start - run)
+            res = temporal_fake_clip(frames, lms, rng, self.temporal, sbi=self.sbi, context=ctx,
+                                     transform=self._src_tf)
+            kind = res.kind if res is not None else "sbi"       # declined (still region): Video-SBI instead
+        if res is None:
+            res = self_blend_clip(frames, lms, rng, self.sbi, self._src_tf)
+            target = res.mask.reshape(len(frames), -1).max(1).astype(np.float32)
+        else:
+            target = res.frame_target
         real, fake = res.real, res.fake          # the real is SBI's target (it may carry the colour transform)
         mask = res.mask
         if common_aug and self.aug is not None:
             real, fake, info = augment_pair(real, fake, rng, self.aug, self._pair_tf, mask=mask)
             mask = info["mask"]
-        return real, fake, mask
+        return {"real": real, "fake": fake, "mask": mask, "frame_target": target, "kind": kind}
 
     def __getitem__(self, index: int) -> dict:
         s = self.spec
-        real, fake, mask = self.pair(index)
+        info = self.pair_info(index)
+        real, fake, mask = info["real"], info["fake"], info["mask"]
         x = torch.from_numpy(np.stack([model_clip(real, s.img_size), model_clip(fake, s.img_size)]))  # (2, T, H, W, 3)
         m = torch.from_numpy(model_mask(mask, s.img_size))                                    # (T, H, W)
-        return {"x": x.permute(0, 4, 1, 2, 3), "y": torch.tensor([0, 1]), "index": index,     # (2, 3, T, H, W)
+        item = {"x": x.permute(0, 4, 1, 2, 3), "y": torch.tensor([0, 1]), "index": index,     # (2, 3, T, H, W)
                 "mask": torch.stack([torch.zeros_like(m), m])}                                # (2, T, H, W): real = 0
+        if self.temporal is not None:                                                         # per-frame targets
+            ft = torch.from_numpy(np.asarray(info["frame_target"], np.float32))
+            item["frame_y"] = torch.stack([torch.zeros_like(ft), ft])                         # (2, T)
+        return item
 
 
 def worker_init(worker_id: int) -> None:
@@ -205,4 +238,12 @@ def worker_init(worker_id: int) -> None:
 def sbi_config(features) -> SBIConfig:
     """Video-SBI knobs from the feature flags (drift kind, TPS)."""
     return SBIConfig(drift="multiscale" if features.use_multiscale_drift else "brownian", use_tps=features.use_tps)
+
+
+def temporal_config(features, training) -> TemporalConfig | None:
+    """The temporal pseudo-fake family from ``features.use_temporal_fakes`` and
+    ``training.temporal_fake_prob`` / ``temporal_fake_kinds``; ``None`` when it is off."""
+    if not features.use_temporal_fakes or training.temporal_fake_prob <= 0 or not training.temporal_fake_kinds:
+        return None
+    return TemporalConfig(prob=training.temporal_fake_prob, kinds=tuple(training.temporal_fake_kinds))
 

@@ -298,14 +298,14 @@ def source_transform(frames: np.ndarray, seed: int, transform: A.Compose | None 
     return t(images=frames)["images"]
 
 
-def blend(target: np.ndarray, source: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarray:
+def blend(target: np.ndarray, source: np.ndarray, mask: np.ndarray, ratio: float | np.ndarray) -> np.ndarray:
     """``fake = ratio·mask·source + (1 − ratio·mask)·target``.
 
     Args:
         target: ``(..., H, W, 3)`` uint8, the real frames.
         source: same shape, the transformed frames.
         mask: ``(..., H, W)`` float in [0, 1].
-        ratio: blend ratio in (0, 1].
+        ratio: blend ratio in [0, 1]; a scalar, or one per frame (``(N,)`` for the ``N`` frames).
 
     Returns:
         uint8 array like ``target``.
@@ -313,9 +313,10 @@ def blend(target: np.ndarray, source: np.ndarray, mask: np.ndarray, ratio: float
     t_ = target.reshape((-1,) + target.shape[-3:])            # (N, H, W, 3)
     s_ = source.reshape(t_.shape)
     m_ = mask.reshape((-1,) + mask.shape[-2:])
+    ratios = np.broadcast_to(np.asarray(ratio, np.float64), (len(t_),))
     out = np.empty_like(t_)
     for i in range(len(t_)):                                   # OpenCV per frame: ~10x faster than numpy floats
-        w = np.ascontiguousarray(m_[i] * ratio, dtype=np.float32)
+        w = np.ascontiguousarray(m_[i] * float(ratios[i]), dtype=np.float32)   # a Python float: float32 maths
         out[i] = cv2.blendLinear(np.ascontiguousarray(s_[i]), np.ascontiguousarray(t_[i]), w, 1.0 - w)
     return out.reshape(target.shape)
 
@@ -352,7 +353,8 @@ def _odd(rng: np.random.Generator, lo: int, hi: int, scale: float) -> int:
 
 
 def self_blend_clip(frames: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
-                    cfg: SBIConfig = SBIConfig(), transform: A.Compose | None = None) -> SBIResult:
+                    cfg: SBIConfig = SBIConfig(), transform: A.Compose | None = None,
+                    frame_ratio: np.ndarray | None = None) -> SBIResult:
     """Make the self-blended fake of a real clip.
 
     Args:
@@ -361,6 +363,9 @@ def self_blend_clip(frames: np.ndarray, landmarks: np.ndarray, rng: np.random.Ge
         rng: the clip's generator: every random choice below is drawn from it once per clip.
         cfg: :class:`SBIConfig`.
         transform: optional prebuilt :func:`build_source_transform` (saves rebuilding it per clip).
+        frame_ratio: optional ``(T,)`` factors in [0, 1] on the drawn blend ratio, one per frame
+            (the temporal family's ``blend_ramp``, :mod:`stfmamba.data.temporal`); ``None`` = 1
+            everywhere (Video-SBI). It draws nothing: the random draws are the same either way.
 
     Returns:
         :class:`SBIResult`: the fake clip, the effective mask per frame, the drift per frame and
@@ -409,6 +414,10 @@ def self_blend_clip(frames: np.ndarray, landmarks: np.ndarray, rng: np.random.Ge
         if len(ys):                                          # resample the source only around the face
             roi = (slice(max(ys[0] - reach, 0), ys[-1] + reach + 1), slice(max(xs[0] - reach, 0), xs[-1] + reach + 1))
             warped[i][roi] = cv2.remap(source[i], mx[roi], my[roi], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    if frame_ratio is not None:                              # per-frame blend ratio (temporal blend_ramp)
+        ratio = ratio * np.asarray(frame_ratio, np.float32).reshape(t)
+        fake = blend(target, warped, masks, ratio)
+        return SBIResult(fake=fake, mask=masks * ratio[:, None, None], drift=drift, real=np.ascontiguousarray(target))
     fake = blend(target, warped, masks, ratio)
     return SBIResult(fake=fake, mask=masks * ratio, drift=drift, real=np.ascontiguousarray(target))
 
@@ -469,3 +478,34 @@ def pair_statistics(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> dic
         out[f"{name}_bright"] = float(g[core].mean())
         out[f"{name}_noise"] = float(np.abs(g - med)[core].mean())
     return out
+
+
+def temporal_statistics(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Temporal-difference energy of a real clip and its fake, outside and inside the blend mask.
+
+    A fake must not flicker where it is not manipulated: outside the mask its frame-to-frame
+    change has to be the real's (for the fakes of this package it is the same pixels, so the
+    energies are equal exactly); inside, a temporal fake is meant to move differently.
+
+    Args:
+        real: ``(T, H, W, 3)`` uint8, ``T >= 2``.
+        fake: ``(T, H, W, 3)`` uint8.
+        mask: ``(T, H, W)`` effective blend mask.
+
+    Returns:
+        ``{real,fake}_tdiff_out``: mean squared luma change between consecutive frames over the pixels
+        outside the (1 px dilated) mask of both frames; ``{real,fake}_tdiff_in``: the same over the
+        face core (mask ≥ 95 % of its maximum in both frames; NaN when there is none). NaN for one frame.
+    """
+    if len(real) < 2:
+        return {f"{n}_tdiff_{w}": float("nan") for n in ("real", "fake") for w in ("out", "in")}
+    touched = np.stack([cv2.dilate((m > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for m in mask])
+    out_px = ~(touched[1:] | touched[:-1])
+    core = mask >= 0.95 * mask.max() if mask.max() > 0 else np.zeros(mask.shape, bool)
+    in_px = core[1:] & core[:-1]
+    res = {}
+    for name, clip in (("real", real), ("fake", fake)):
+        d2 = np.diff(_gray(clip), axis=0) ** 2                     # (T-1, H, W)
+        res[f"{name}_tdiff_out"] = float(d2[out_px].mean()) if out_px.any() else float("nan")
+        res[f"{name}_tdiff_in"] = float(d2[in_px].mean()) if in_px.any() else float("nan")
+    return res
