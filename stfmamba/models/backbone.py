@@ -16,7 +16,16 @@ import torch.nn.functional as F
 from timm.layers import LayerNormFp32
 from torch import nn
 
-__all__ = ["ConvStem", "TimmTrunk"]
+__all__ = ["ConvStem", "TimmTrunk", "timm_data_config"]
+
+
+def timm_data_config(net: nn.Module) -> dict:
+    """A timm model's input spec (its ``pretrained_cfg`` through ``timm.data.resolve_model_data_config``):
+    ``{"mean", "std", "input_size", "interpolation", ...}``, mean / std as tuples of 3 floats (RGB)."""
+    from timm.data import resolve_model_data_config
+    cfg = dict(resolve_model_data_config(net))
+    cfg["mean"], cfg["std"] = tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
+    return cfg
 
 
 class ConvStem(nn.Module):
@@ -27,6 +36,12 @@ class ConvStem(nn.Module):
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(stem_dim, out_dim, 3, stride=2, padding=1)
         self.norm = LayerNormFp32(out_dim)
+
+    @property
+    def data_config(self) -> dict:
+        """Input spec of the built-in stem (trained from scratch): ImageNet mean / std, RGB."""
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        return {"mean": tuple(IMAGENET_DEFAULT_MEAN), "std": tuple(IMAGENET_DEFAULT_STD)}
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/4, W/4, out_dim)``."""
@@ -85,6 +100,11 @@ class TimmTrunk(nn.Module):
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
         self.proj = nn.Linear(self.net.feature_info.channels()[0], out_dim)
         self.norm = LayerNormFp32(out_dim)
+
+    @property
+    def data_config(self) -> dict:
+        """The timm model's input spec (mean / std of its pretrained config, :func:`timm_data_config`)."""
+        return timm_data_config(self.net)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/s, W/s, out_dim)``."""

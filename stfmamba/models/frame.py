@@ -84,8 +84,15 @@ class FrameClassifier(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.net.set_grad_checkpointing(enable)
 
+    @property
+    def data_config(self) -> dict:
+        """The timm classifier's input spec (mean / std of its pretrained config), e.g. ImageNet's
+        for resnet18, 0.5 / 0.5 for tf_efficientnet_lite0."""
+        from stfmamba.models.backbone import timm_data_config
+        return timm_data_config(self.net)
+
     def forward(self, x: torch.Tensor) -> dict:
-        """x: ``(B, 3, T, H, W)`` ImageNet-normalised clips.
+        """x: ``(B, 3, T, H, W)`` clips normalised with :attr:`data_config`.
 
         Returns:
             ``frame_logits (B, T, 2)``; ``logits (B, 2)`` (fp32) = log of the mean over frames of the
