@@ -24,12 +24,13 @@ import pytest
 import torch
 import yaml
 
-from stfmamba.config import to_dict
-from stfmamba.data.clips import ClipSpec, normalize_clips, static_clips
+from stfmamba.config import STFV8Config, to_dict
+from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, ClipSpec, Normalize, static_clips
 from stfmamba.data import dataset as dataset_module
 from stfmamba.data.dataset import VideoSBIDataset
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.evaluation.engine import score_videos, video_clips
+from stfmamba.models import build_model
 from stfmamba.models.checkpoint import load_model_file
 from stfmamba.training import TrainPaths, train
 
@@ -65,7 +66,8 @@ def test_dataset_and_engine_feed_the_model_the_same_clip(tiny_dataset, monkeypat
     rows = read_manifest(tiny_dataset)
     rows = rows[rows["split"] == "val"]
     rec = Recorder()
-    videos, clips = score_videos(rec, rows, tiny_dataset, spec, batch_size=1, progress=False, amp="off")
+    norm = Normalize.of(build_model(STFV8Config.phase_a(params)))   # the trainer's: the model's data_config
+    videos, clips = score_videos(rec, rows, tiny_dataset, spec, norm=norm, batch_size=1, progress=False, amp="off")
     assert (videos["status"] == "ok").all() and len(clips) == len(ds) == 4
     real_inputs, static_inputs = rec.inputs[0::2], rec.inputs[1::2]   # each batch: real clips, then static
     for k in range(len(ds)):
@@ -75,9 +77,9 @@ def test_dataset_and_engine_feed_the_model_the_same_clip(tiny_dataset, monkeypat
         engine_u8 = video_clips(frames, spec)[spec.starts().index(start)]
         assert real_u8.dtype == engine_u8.dtype == torch.uint8 and real_u8.shape == (3, t, size, size)
         assert torch.equal(real_u8, engine_u8)
-        # the float input the engine gave the model is the trainer's normalize_clips of the dataset's clip
-        assert torch.equal(real_inputs[k][0], normalize_clips(real_u8))
-        assert torch.equal(static_inputs[k][0], static_clips(normalize_clips(real_u8)))
+        # the float input the engine gave the model is the trainer's normalisation of the dataset's clip
+        assert torch.equal(real_inputs[k][0], norm(real_u8))
+        assert torch.equal(static_inputs[k][0], static_clips(norm(real_u8)))
     # the check can fail: the old evaluation resize (torch area on floats) gave other pixels
     clip = torch.from_numpy(np.ascontiguousarray(frames[start:start + t])).permute(3, 0, 1, 2).float()
     old = torch.nn.functional.interpolate(clip, size=(size, size), mode="area")
@@ -98,8 +100,13 @@ def test_trainer_model_file_is_plain_and_carries_its_input_settings(trained):
     params, paths = trained
     pre = params.preprocess
     expected = {"preprocess": {"crop_size": CROP, "margin": pre.margin, "detect_scale": pre.detect_scale,
-                               "num_segments": pre.num_segments, "frames_per_segment": pre.frames_per_segment},
-                "model": {"img_size": params.model.img_size, "num_frames": params.model.num_frames}}
+                               "num_segments": pre.num_segments, "frames_per_segment": pre.frames_per_segment,
+                               "min_face_px": pre.min_face_px, "min_frames": pre.min_frames,
+                               "max_faces": pre.max_faces},
+                "model": {"img_size": params.model.img_size, "num_frames": params.model.num_frames},
+                "scoring": {"frame_level": False, "clip_frames": params.model.num_frames,
+                            "max_clips_per_video": params.eval.max_clips_per_video},
+                "normalize": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channel_order": "RGB"}}
     for path in (paths.model_out, paths.ckpt_dir / "best.pt"):
         blob = torch.load(path, weights_only=True)
         assert blob["input"] == expected and blob["meta"]["phase"] == "a"
