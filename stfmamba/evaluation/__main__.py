@@ -20,8 +20,9 @@ normalisation. Overrides are printed: ``--max-clips-per-video``, and an explicit
 whose preprocess settings are used as given (``preprocess.crop_size`` / ``preprocess.margin`` must
 match the model file's: an error says which key and how to fix it; the others warn) and whose
 ``eval.max_clips_per_video`` (``baseline.eval_frames`` for a frame model) replaces the recorded
-value. ``eval.batch_size`` / ``num_workers`` and ``training.amp`` come from the params file
-(``params.yaml`` when present, else the built-in defaults). Writes ``<out>/metrics.json`` and the
+value. ``eval.batch_size`` / ``num_workers`` come from the params file (``params.yaml`` when
+present, else the built-in defaults); bf16 autocast (``training.amp``) from the model file, as in
+``stfmamba predict``, or from an explicit ``--params``. Writes ``<out>/metrics.json`` and the
 report files (scores.csv, clips.csv, failures.csv, roc/<method>.csv, auc.csv, roc.png).
 """
 from __future__ import annotations
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scoring: {'frame model, ' if spec.frame_level else ''}{spec.clip_frames}-frame clips, at most "
               f"{spec.max_clips_per_video} per video and face, mean={spec.norm.mean} std={spec.norm.std}")
         result = evaluate_dataset(model, spec, name, data_dir, out, pre, params.eval, split=split,
-                                  amp=params.training.amp, progress=not args.no_progress)
+                                  amp=params.training.amp if args.params else cfg.training.amp,
+                                  progress=not args.no_progress)
         save_metrics(out / "metrics.json", result.metrics)
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as err:
         print(f"evaluation: {err}", file=sys.stderr)
