@@ -114,7 +114,7 @@ def test_trainer_model_file_is_plain_and_carries_its_input_settings(trained):
     assert meta["input"] == expected and cfg.model == params.model
 
 
-def _stage_dir(tmp_path: Path, params, paths, tiny_dataset, **preprocess) -> Path:
+def _stage_dir(tmp_path: Path, params, paths, tiny_dataset, eval_cfg=None, **preprocess) -> Path:
     """A project folder for ``stages/evaluate.py --phase a``: models/phase_a.pt, params.yaml and
     the tiny dataset with a test split (three of its videos relabelled as fakes)."""
     work = tmp_path / "project"
@@ -127,7 +127,8 @@ def _stage_dir(tmp_path: Path, params, paths, tiny_dataset, **preprocess) -> Pat
     m.loc[3:, "label"], m.loc[3:, "method"] = 1, "Relabelled"
     m.to_csv(data / "manifest.csv", index=False)
     p = dataclasses.replace(params, data=dataclasses.replace(params.data, preprocessed_dir="preprocessed"),
-                            preprocess=dataclasses.replace(params.preprocess, **preprocess))
+                            preprocess=dataclasses.replace(params.preprocess, **preprocess),
+                            eval=eval_cfg or params.eval)
     (work / "params.yaml").write_text(yaml.safe_dump(to_dict(p)))
     return work
 
@@ -149,6 +150,18 @@ def test_evaluation_stage_uses_the_model_file_settings(trained, tiny_dataset, tm
     assert m["failed"]["overall"] == {"real": 0, "fake": 0} and m["auc_fail05"] == m["auc"]
     lo, hi = m["auc_ci95"]["overall"]
     assert lo <= m["auc"]["overall"] <= hi
+    assert "override" not in p.stdout      # the params the model was trained with: nothing overridden
+    scores = pd.read_csv(work / "plots" / "eval_phase_a" / "scores.csv")
+    assert (scores["n_clips"] == params.eval.max_clips_per_video).all()   # the model file's clips per video
+
+    # a params value that differs from the model file's overrides it, and says so
+    one = _stage_dir(tmp_path / "one", params, paths, tiny_dataset,
+                     eval_cfg=dataclasses.replace(params.eval, max_clips_per_video=1))
+    p = _evaluate(one)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (f"override: scoring.max_clips_per_video=1 from params.yaml (eval.max_clips_per_video) (the model file "
+            f"models/phase_a.pt records {params.eval.max_clips_per_video})") in p.stdout
+    assert (pd.read_csv(one / "plots" / "eval_phase_a" / "scores.csv")["n_clips"] == 1).all()
 
     bad = _stage_dir(tmp_path / "bad", params, paths, tiny_dataset, margin=0.4)
     p = _evaluate(bad)
