@@ -17,7 +17,10 @@ the mean over that face's clips (SBI's protocol). A frame model (``input.scoring
 e.g. ``models/frame.pt``) scores single frames: ``max_clips_per_video`` evenly spaced frames
 (``baseline.eval_frames`` at training). ``--clips-per-video`` (video models) and ``--frames``
 (frame models) override the recorded count, and say so. A model file written before some of
-these were recorded takes the previous behaviour for them, with a warning.
+these were recorded takes the previous behaviour for them, with a warning: every window of a video
+model, 16 frames of a frame model, the :class:`~stfmamba.config.PreprocessConfig` defaults for
+unrecorded preprocessing (``max_faces`` 4, ...), a frame model when ``model.arch`` is not
+``stfmamba``, ImageNet mean / std.
 
 Outputs in ``--out``: ``predictions.csv`` (one row per video: fake_prob, status, reason, number
 of clips, faces, face_probs), ``clips.csv`` (one row per clip: frames, time, fake_prob, face),
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
     """Run ``stfmamba predict``; returns the exit status (0 all scored, 1 some failed, 2 usage / model error)."""
     args = _parser(prog).parse_args(argv)   # usage errors exit with status 2 (argparse)
     import torch
-    from stfmamba.config import ConfigError
+    from stfmamba.config import BaselineConfig, ConfigError
     from stfmamba.evaluation.run import check_input_contract, default_device
     from stfmamba.models.checkpoint import input_spec, load_model_file
 
@@ -325,7 +328,10 @@ def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # a missing input record is an error below
             model, cfg, meta = load_model_file(args.model, map_location="cpu")
-        spec = input_spec(meta, cfg, model_path=args.model, warn=bool(meta.get("input")))
+        # an old model file without the scoring record: predict's former defaults (every window of a
+        # video model, baseline.eval_frames' default for a frame model), with a warning
+        spec = input_spec(meta, cfg, model_path=args.model, warn=bool(meta.get("input")),
+                          fallback_max_clips={False: None, True: BaselineConfig().eval_frames})
         pre = model_preprocess(spec, args.model)
         flag, other = ("--frames", "--clips-per-video") if spec.frame_level else ("--clips-per-video", "--frames")
         if getattr(args, other.lstrip("-").replace("-", "_")) is not None:

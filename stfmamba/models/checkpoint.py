@@ -157,13 +157,15 @@ class InputSpec:
 
 
 def input_spec(meta: dict[str, Any], cfg: STFV8Config, *, model_path: str | os.PathLike = "model file",
-               fallback: Params | None = None, warn: bool = True) -> InputSpec:
+               fallback: Params | None = None, fallback_max_clips: dict[bool, int | None] | None = None,
+               warn: bool = True) -> InputSpec:
     """The :class:`InputSpec` of a loaded model file (``meta`` and ``cfg`` from :func:`load_model_file`).
 
     Keys the file does not record (written before they were stored) get the previous behaviour:
     ``frame_level`` from ``model.arch`` (not ``stfmamba``: a timm frame classifier),
     ``max_clips_per_video`` from ``fallback``'s ``eval.max_clips_per_video`` / ``baseline.eval_frames``
-    (built-in defaults without ``fallback``), ImageNet mean / std; preprocessing keys stay out of
+    (built-in defaults without ``fallback``; ``fallback_max_clips[frame_level]`` when given, e.g.
+    ``stfmamba predict``'s former default of every window), ImageNet mean / std; preprocessing keys stay out of
     :attr:`InputSpec.preprocess` (the caller's base config supplies them). One warning names them all
     (``warn=False``: none).
     """
@@ -175,7 +177,12 @@ def input_spec(meta: dict[str, Any], cfg: STFV8Config, *, model_path: str | os.P
     missing += [] if norm else ["normalize"]
     frame = bool(scoring.get("frame_level", cfg.model.frame_level))
     clip_frames = int(scoring.get("clip_frames", 1 if frame else cfg.model.num_frames))
-    max_clips = scoring["max_clips_per_video"] if "max_clips_per_video" in scoring else default_max_clips(frame, fallback)
+    if "max_clips_per_video" in scoring:
+        max_clips = scoring["max_clips_per_video"]
+    elif fallback_max_clips is not None and frame in fallback_max_clips:
+        max_clips = fallback_max_clips[frame]
+    else:
+        max_clips = default_max_clips(frame, fallback)
     norm = Normalize.of(norm) if norm else Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if missing and rec and warn:
         warnings.warn(f"{model_path}: the model file does not record {', '.join(missing)} (written before model "
