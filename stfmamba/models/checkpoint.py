@@ -270,6 +270,15 @@ def load_model_file(path: str | os.PathLike, map_location="cpu"):
         raise ValueError(f"{path}: weights do not match the stored config: {err}") from None
     meta = dict(blob.get("meta", {}))
     meta["input"] = blob.get("input")
+    stored_norm = (meta["input"] or {}).get("normalize")
+    if stored_norm and hasattr(model, "data_config"):
+        live = Normalize.of(model)
+        if (not torch.allclose(torch.tensor(live.mean), torch.tensor(stored_norm["mean"], dtype=torch.float32))
+                or not torch.allclose(torch.tensor(live.std), torch.tensor(stored_norm["std"], dtype=torch.float32))):
+            warnings.warn(f"{path}: the model file records mean={stored_norm['mean']} std={stored_norm['std']} but "
+                          f"the model built from its config reports mean={list(live.mean)} std={list(live.std)} "
+                          "(another timm version?); scoring uses the recorded values, what the model was trained "
+                          "with", UserWarning, stacklevel=2)
     if meta["input"] is None:
         warnings.warn(f"{path}: the model file does not record the preprocessing it was trained with (written "
                       "before model files carried it); evaluation cannot check the crop settings against it",

@@ -99,6 +99,20 @@ def test_model_file_records_the_timm_models_normalisation_and_kind(tmp_path):
     assert build_model(small(STFV8Config.phase_a())).data_config["mean"] == (0.485, 0.456, 0.406)  # conv stem
 
 
+def test_recorded_normalisation_wins_over_the_rebuilt_models(tmp_path):
+    """If the rebuilt model's data_config disagrees with the recorded mean / std (a timm upgrade),
+    loading warns and scoring keeps the recorded values the model was trained with."""
+    from stfmamba.models.checkpoint import input_spec
+    cfg = STFV8Config.debug()
+    path = save_model_file(tmp_path / "m.pt", build_model(cfg), cfg, preprocess=PreprocessConfig())
+    blob = torch.load(path, weights_only=True)
+    blob["input"]["normalize"] = {"mean": [0.5] * 3, "std": [0.5] * 3, "channel_order": "RGB"}
+    torch.save(blob, path)
+    with pytest.warns(UserWarning, match="scoring uses the recorded values"):
+        _, cfg2, meta = load_model_file(path)
+    assert input_spec(meta, cfg2).norm.mean == (0.5, 0.5, 0.5)
+
+
 def test_model_files_hold_only_plain_values(tmp_path):
     cfg = STFV8Config.debug()
     model = build_model(cfg)

@@ -86,6 +86,22 @@ def test_dataset_and_engine_feed_the_model_the_same_clip(tiny_dataset, monkeypat
     assert (old - engine_u8.float()).abs().max() >= 1.0
 
 
+def test_training_validation_normalises_with_the_models_own_mean_and_std():
+    """The trainer's SBI validation feeds the model its own data_config normalisation (here timm's
+    0.5 / 0.5, inputs in [-1, 1]), not a hard-coded ImageNet one."""
+    from stfmamba.training.trainer import evaluate_sbi
+
+    class Half(Recorder):
+        data_config = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+    x = torch.zeros(1, 2, 3, 2, 4, 4, dtype=torch.uint8)
+    x[:, 1] = 255
+    rec = Half()
+    evaluate_sbi(rec, [{"x": x, "y": torch.tensor([[0, 1]])}], torch.device("cpu"), None)
+    seen = rec.inputs[0]                                       # (2, 3, T, H, W): the real, then the fake
+    assert (seen[0] == -1.0).all() and (seen[1] == 1.0).all()
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     """A Phase A model file written by the trainer (1 epoch, debug model) and its params."""
