@@ -149,12 +149,6 @@ class InputSpec:
                 top[k] = v
         return dataclasses.replace(self, preprocess=pre, **top)
 
-    def describe(self) -> dict[str, Any]:
-        """The settings used, as plain values (prediction / evaluation headers)."""
-        return {"preprocess": dict(self.preprocess), "frame_level": self.frame_level, "img_size": self.img_size,
-                "clip_frames": self.clip_frames, "max_clips_per_video": self.max_clips_per_video,
-                **self.norm.as_dict()}
-
 
 def input_spec(meta: dict[str, Any], cfg: STFV8Config, *, model_path: str | os.PathLike = "model file",
                fallback: Params | None = None, fallback_max_clips: dict[bool, int | None] | None = None,
@@ -186,9 +180,10 @@ def input_spec(meta: dict[str, Any], cfg: STFV8Config, *, model_path: str | os.P
     norm = Normalize.of(norm) if norm else Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if missing and rec and warn:
         warnings.warn(f"{model_path}: the model file does not record {', '.join(missing)} (written before model "
-                      f"files carried them); using the previous behaviour: frame_level={frame} (from model.arch), "
-                      f"max_clips_per_video={max_clips}, mean={norm.mean} std={norm.std} (ImageNet unless "
-                      "recorded), other preprocessing settings from the params / defaults", UserWarning, stacklevel=2)
+                      f"files carried them); using the previous behaviour for them: frame_level={frame} (model.arch "
+                      f"{cfg.model.arch!r} unless recorded), max_clips_per_video={max_clips}, mean={norm.mean} "
+                      f"std={norm.std} (ImageNet unless recorded), other preprocessing settings from the params / "
+                      "defaults", UserWarning, stacklevel=2)
     return InputSpec({k: v for k, v in stored_pre.items() if k in INPUT_KEYS["preprocess"]}, cfg.model.img_size,
                      cfg.model.num_frames, frame, clip_frames, max_clips, norm, tuple(missing))
 
