@@ -14,20 +14,25 @@ Cross: ``models/phase_b.pt`` on the test split of every dataset in ``data.cross`
 plus roc/<dataset>.csv, auc.csv, roc.png).
 Frame / frame_cross: the frame-level SBI baseline ``models/frame.pt``, the same way, into
 ``metrics/eval_frame.json`` + ``plots/eval_frame/`` and ``metrics/eval_frame_cross.json`` +
-``plots/eval_frame_cross/``; a video's score is the mean fake probability of ``baseline.eval_frames``
-evenly spaced single frames.
+``plots/eval_frame_cross/``.
+
+How a video is scored comes from the model file (``input``, :class:`~stfmamba.models.checkpoint.InputSpec`):
+frame model or not (a frame model scores evenly spaced single frames), clip length, normalisation
+and clips per video. The params' value of the latter (``eval.max_clips_per_video``, or
+``baseline.eval_frames`` for a frame model) overrides it when it differs, and the override is
+printed; preprocessing settings of the npz files that differ from the model file's are checked
+(:func:`~stfmamba.evaluation.run.check_input_contract`: crop settings must match, the others warn).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from stfmamba.config import ConfigError, load_params
 from stfmamba.data.manifest import ManifestError
 from stfmamba.evaluation.run import (check_input_contract, evaluate_dataset, load_checkpoint, save_metrics,
-                                     write_cross_summary)
+                                     scoring_spec, write_cross_summary)
 
 PHASES = {  # phase -> (model file, metrics file, plots folder)
     "a": ("models/phase_a.pt", "metrics/eval_phase_a.json", "plots/eval_phase_a"),
@@ -37,16 +42,6 @@ PHASES = {  # phase -> (model file, metrics file, plots folder)
     "frame_cross": ("models/frame.pt", "metrics/eval_frame_cross.json", "plots/eval_frame_cross"),
 }
 CROSS = {"cross", "frame_cross"}   # phases scored on every dataset of data.cross
-
-
-def frame_protocol(phase: str, params, cfg):
-    """The baseline's protocol (SBI's): ``baseline.eval_frames`` evenly spaced single frames per video
-    (clips of one frame, ``eval.batch_size`` frames per forward pass). Other phases: unchanged."""
-    if not phase.startswith("frame"):
-        return params, cfg
-    ev = dataclasses.replace(params.eval, clips_per_video=params.baseline.eval_frames)
-    return (dataclasses.replace(params, eval=ev),
-            dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_frames=1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,16 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         model, cfg, meta = load_checkpoint(model_path)
         check_input_contract(meta, params.preprocess, cfg.model, model_path=model_path, params_path=args.params)
-        params, cfg = frame_protocol(args.phase, params, cfg)
+        spec = scoring_spec(meta, cfg, params, model_path=model_path, params_path=args.params, params_override=True)
         root = Path(params.data.preprocessed_dir)
         names = list(params.data.cross) if args.phase in CROSS else [params.data.test]
         kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp,
                   progress=not args.no_progress and sys.stderr.isatty())
         if args.phase in CROSS:
-            results = [evaluate_dataset(model, cfg.model, n, root / n, Path(plots_dir) / n, **kw) for n in names]
+            results = [evaluate_dataset(model, spec, n, root / n, Path(plots_dir) / n, **kw) for n in names]
             metrics = write_cross_summary(plots_dir, results)
         else:
-            metrics = evaluate_dataset(model, cfg.model, names[0], root / names[0], plots_dir, **kw).metrics
+            metrics = evaluate_dataset(model, spec, names[0], root / names[0], plots_dir, **kw).metrics
         save_metrics(metrics_path, metrics)
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as err:
         print(f"evaluate: {err}", file=sys.stderr)

@@ -5,7 +5,8 @@
     python stages/train.py --phase frame      # the frame-level SBI baseline (params: baseline)
 
 Reads params.yaml (model, features, training, budget, data.train; baseline for --phase frame); writes
-models/phase_<x>.pt (the best SBI-val AUC, or the last epoch with training.select: last), metrics/train_phase_<x>.json, dvclive/phase_<x>/ and resume
+models/phase_<x>.pt (the best SBI-val AUC, or the last epoch with training.select: last), metrics/train_phase_<x>.json
+(kept_epoch, kept_val_auc: that model's epoch and SBI-val AUC; best_* too with select: best), dvclive/phase_<x>/ and resume
 checkpoints in <training.checkpoint_dir>/phase_<x>/ (a DVC persist output: rerunning the stage
 resumes) — models/frame.pt, metrics/train_frame.json, dvclive/frame/, <checkpoint_dir>/frame/ for
 the baseline.
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> None:
         m = train(params, args.phase, paths)
     finally:
         teardown()
-    logging.getLogger("train").info("phase %s done: kept epoch %s (select=%s, its SBI-val AUC %.4f), %d steps, %.0f s%s",
-                                    args.phase, m["best_epoch"], m["select"], m["best_val_auc"], m["steps"], m["wall_time_s"],
+    auc = "n/a" if m["kept_val_auc"] is None else f"{m['kept_val_auc']:.4f}"
+    logging.getLogger("train").info("phase %s done: kept epoch %s (select=%s, its SBI-val AUC %s), %d steps, %.0f s%s",
+                                    args.phase, m["kept_epoch"], m["select"], auc, m["steps"], m["wall_time_s"],
                                     " (stopped by budget)" if m["budget_stopped"] else "")
 
 

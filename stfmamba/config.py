@@ -154,6 +154,13 @@ class ModelConfig:
                               "(its wavelet transform runs over time); single frames are for a per-frame arch")
 
     @property
+    def frame_level(self) -> bool:
+        """Whether this builds a per-frame classifier (``arch`` a timm name, the frame baseline) rather
+        than STF-Mamba. Decided here once, when a model is built and its model file written; readers
+        of a model file use its recorded ``input.scoring.frame_level``."""
+        return self.arch != "stfmamba"
+
+    @property
     def dims(self) -> tuple[int, int, int, int]:
         return (self.stage1_dim, self.stage2_dim, self.stage3_dim, self.stage4_dim)
 
@@ -246,9 +253,16 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    clips_per_video: int = field(default=2, metadata=_rng(1, 1000))
+    """Scoring of test videos. ``max_clips_per_video`` is stored in a video model's file at training
+    (``input.scoring``), and evaluation and ``stfmamba predict`` default to the stored value; a value
+    here that differs overrides it in the eval stages (printed)."""
+    max_clips_per_video: int = field(default=2, metadata=_rng(1, 1000))  # cap on scored clips per video and face (evenly spaced)
     batch_size: int = field(default=8, metadata=_rng(1, 4096))
     num_workers: int = field(default=2, metadata=_rng(0, 256))
+
+    RENAMED: typing.ClassVar[dict[str, str]] = {   # old key -> its new name (a ConfigError says so)
+        "clips_per_video": "max_clips_per_video: the cap on clips scored per video (training.clips_per_video "
+                           "and baseline.clips_per_video are the clips drawn per video per epoch)"}
 
 
 @dataclass(frozen=True)
@@ -434,6 +448,10 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in raw.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        renamed = getattr(cls, "RENAMED", {})
+        if key in renamed:
+            raise ConfigError(f"{full}: this key was renamed; use '{(prefix + '.') if prefix else ''}"
+                              f"{renamed[key]}")
         if key not in names:
             near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
             hint = f" Did you mean '{(prefix + '.') if prefix else ''}{near[0]}'?" if near else ""

@@ -3,20 +3,24 @@
     stfmamba predict clip.mp4 other.mov                    # models/phase_b.pt, results in predictions/
     stfmamba predict my_videos/ --model models/frame.pt --out results/frame --device cuda
 
-Each video goes through the production pipeline with the settings the model was trained with:
-the preprocessing recorded in the model file (``meta["input"]["preprocess"]``: crop_size, margin,
-detect_scale, num_segments, frames_per_segment) drives
-:func:`stfmamba.data.preprocess.process_video` (sampled runs, dlib face + landmarks, still square
-crops), and the crops become model input through the evaluation engine's path
-(:func:`stfmamba.evaluation.engine.video_clips`: the non-overlapping ``num_frames`` windows of
-every run, :func:`~stfmamba.data.clips.model_clip` resize; then
-:func:`~stfmamba.data.clips.normalize_clips`). A clip's score is its fake probability (softmax
-class 1); as in evaluation, every face track of the video is scored (``max_faces``) and the video's
-score is the max over its faces of the mean over that face's clips (SBI's protocol). The frame baseline
-(``model.arch`` a timm name, e.g. ``models/frame.pt``) scores ``--frames`` evenly spaced single
-frames instead (SBI's protocol, the ``eval_frame`` stage's ``baseline.eval_frames``). Settings a
-model file does not record (``min_face_px``, ``min_frames``, ``max_faces``) take the
-:class:`~stfmamba.config.PreprocessConfig` defaults.
+Each video is scored exactly as evaluation (``python -m stfmamba.evaluation``, the DVC eval
+stages) scores it, with every setting that decides the score taken from the model file's
+``input`` record (:class:`~stfmamba.models.checkpoint.InputSpec`): the preprocessing (crop_size,
+margin, detect_scale, num_segments, frames_per_segment, min_face_px, min_frames, max_faces) drives
+:func:`stfmamba.data.preprocess.process_faces` (sampled runs, dlib face + landmarks, still square
+crops, up to ``max_faces`` face tracks), and the crops become model input through the evaluation
+engine's path (:func:`stfmamba.evaluation.engine.video_clips`: ``clip_frames``-frame windows of
+every run, at most ``max_clips_per_video`` of them evenly spaced, :func:`~stfmamba.data.clips.model_clip`
+resize; then the model's recorded mean / std, :class:`~stfmamba.data.clips.Normalize`). A clip's
+score is its fake probability (softmax class 1); the video's score is the max over its faces of
+the mean over that face's clips (SBI's protocol). A frame model (``input.scoring.frame_level``,
+e.g. ``models/frame.pt``) scores single frames: ``max_clips_per_video`` evenly spaced frames
+(``baseline.eval_frames`` at training). ``--clips-per-video`` (video models) and ``--frames``
+(frame models) override the recorded count, and say so. A model file written before some of
+these were recorded takes the previous behaviour for them, with a warning: every window of a video
+model, 16 frames of a frame model, the :class:`~stfmamba.config.PreprocessConfig` defaults for
+unrecorded preprocessing (``max_faces`` 4, ...), a frame model when ``model.arch`` is not
+``stfmamba``, ImageNet mean / std.
 
 Outputs in ``--out``: ``predictions.csv`` (one row per video: fake_prob, status, reason, number
 of clips, faces, face_probs), ``clips.csv`` (one row per clip: frames, time, fake_prob, face),
@@ -45,7 +49,6 @@ __all__ = ["VIDEO_EXTENSIONS", "ClipScore", "Prediction", "collect_videos", "mod
            "predict_video", "plot_prediction", "write_outputs", "main", "cli"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
-DEFAULT_FRAMES = 16   # frames scored per video by a frame-level model (BaselineConfig.eval_frames' default)
 
 
 class UsageError(ValueError):
@@ -108,42 +111,41 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def model_preprocess(meta: dict[str, Any], model_path: str | Path):
-    """The :class:`~stfmamba.config.PreprocessConfig` recorded in a model file (in-process, one shard).
+def model_preprocess(spec, model_path: str | Path):
+    """The :class:`~stfmamba.config.PreprocessConfig` recorded in a model file (in-process, one shard);
+    settings an old file does not record take the built-in defaults.
+
+    Args:
+        spec: the model file's :class:`~stfmamba.models.checkpoint.InputSpec`.
 
     Raises:
         UsageError: the model file records no preprocessing (written before model files carried it).
     """
     from stfmamba.config import PreprocessConfig
-    stored = (meta.get("input") or {}).get("preprocess")
-    if not stored:
+    if not spec.preprocess:
         raise UsageError(f"{model_path}: the model file does not record the preprocessing it was trained with, so "
                          "its videos cannot be prepared the same way; re-save it with "
                          "stfmamba.models.checkpoint.save_model_file(..., preprocess=params.preprocess) or retrain it")
-    return PreprocessConfig(**stored, workers=0, shard_index=0, num_shards=1)
+    return spec.preprocess_config(PreprocessConfig(workers=0, shard_index=0, num_shards=1))
 
 
 # --------------------------------------------------------------------------- scoring
 class Scorer:
-    """A model and its clip geometry: ``(N, S, S, 3)`` uint8 crops -> per-clip fake probabilities.
+    """A model and its input spec: ``(N, S, S, 3)`` uint8 crops -> per-clip fake probabilities.
 
     Args:
         model: the detector (``forward(x: (B, 3, T, H, W)) -> {"logits": (B, 2), ...}``).
-        model_cfg: its :class:`~stfmamba.config.ModelConfig`; a non-``stfmamba`` arch is a
-            frame-level model and gets clips of one frame.
+        spec: its model file's :class:`~stfmamba.models.checkpoint.InputSpec` (clip length and size,
+            clips per video, normalisation; a frame model gets clips of one frame).
         pre: the preprocessing the crops come from (runs per video, frames per run).
         device: torch device.
         amp: ``auto`` / ``bf16`` / ``off`` (:func:`stfmamba.evaluation.engine.autocast_for`).
-        clips_per_video: at most this many clips, evenly spaced (None: all windows).
         batch_size: clips per forward pass.
     """
 
-    def __init__(self, model, model_cfg, pre, device, amp: str, clips_per_video: int | None, batch_size: int):
-        from stfmamba.data.clips import ClipSpec
-        self.frame_level = model_cfg.arch != "stfmamba"
-        self.model_cfg = dataclasses.replace(model_cfg, num_frames=1) if self.frame_level else model_cfg
-        self.spec = ClipSpec(pre.num_segments, pre.frames_per_segment, self.model_cfg.num_frames,
-                             self.model_cfg.img_size, clips_per_video)
+    def __init__(self, model, spec, pre, device, amp: str, batch_size: int):
+        self.frame_level, self.norm = spec.frame_level, spec.norm
+        self.spec = spec.clip_spec(pre)
         self.model, self.device, self.amp, self.batch_size = model.to(device).eval(), device, amp, batch_size
 
     def __call__(self, frames: np.ndarray) -> tuple[list[int], np.ndarray]:
@@ -159,13 +161,12 @@ class Scorer:
             ValueError: no clip fits, or the model output is not finite (the reason).
         """
         import torch
-        from stfmamba.data.clips import norm_of, normalize_clips
         from stfmamba.evaluation.engine import autocast_for, video_clips
         clips = video_clips(frames, self.spec)            # (K, 3, T, H, W) uint8
         probs = []
         with torch.no_grad():
             for i in range(0, len(clips), self.batch_size):
-                x = normalize_clips(clips[i:i + self.batch_size].to(self.device), **norm_of(self.model))   # (B, 3, T, H, W) float
+                x = self.norm(clips[i:i + self.batch_size].to(self.device))   # (B, 3, T, H, W) float
                 with autocast_for(self.device, self.amp):
                     logits = self.model(x)["logits"]
                 probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())   # (B,)
@@ -290,15 +291,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                                  epilog="exit status: 0 all scored, 1 some videos could not be scored, "
                                         "2 usage or model file error")
     ap.add_argument("videos", nargs="+", help="video files and/or folders (their video files, not recursive)")
-    ap.add_argument("--model", default="models/phase_b.pt", help="model file (default: %(default)s)")
+    ap.add_argument("--model", "--checkpoint", dest="model", default="models/phase_b.pt",
+                    help="model file (default: %(default)s)")
     ap.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     ap.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     ap.add_argument("--amp", default=None, choices=("auto", "bf16", "off"),
                     help="bf16 autocast (default: the model file's training.amp)")
     ap.add_argument("--clips-per-video", type=int, default=None,
-                    help="video models: at most this many clips per video, evenly spaced (default: all windows)")
-    ap.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
-                    help="frame-level models: frames scored per video, evenly spaced (default: %(default)s)")
+                    help="video models: at most this many clips per video and face, evenly spaced (default: the "
+                         "model file's input.scoring.max_clips_per_video, as in evaluation)")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="frame-level models: frames scored per video, evenly spaced (default: the model file's, "
+                         "baseline.eval_frames at training)")
     ap.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default: %(default)s)")
     return ap
 
@@ -307,12 +311,12 @@ def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
     """Run ``stfmamba predict``; returns the exit status (0 all scored, 1 some failed, 2 usage / model error)."""
     args = _parser(prog).parse_args(argv)   # usage errors exit with status 2 (argparse)
     import torch
-    from stfmamba.config import ConfigError
+    from stfmamba.config import BaselineConfig, ConfigError
     from stfmamba.evaluation.run import check_input_contract, default_device
-    from stfmamba.models.checkpoint import load_model_file
+    from stfmamba.models.checkpoint import input_spec, load_model_file
 
     try:
-        if args.batch_size < 1 or args.frames < 1 or (args.clips_per_video is not None and args.clips_per_video < 1):
+        if args.batch_size < 1 or any(v is not None and v < 1 for v in (args.frames, args.clips_per_video)):
             raise UsageError("--batch-size, --frames and --clips-per-video must be at least 1")
         videos = collect_videos(args.videos)
         try:
@@ -324,12 +328,20 @@ def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # a missing input record is an error below
             model, cfg, meta = load_model_file(args.model, map_location="cpu")
-        pre = model_preprocess(meta, args.model)
-        frame_level = cfg.model.arch != "stfmamba"
-        model_cfg = dataclasses.replace(cfg.model, num_frames=1) if frame_level else cfg.model
-        check_input_contract(meta, pre, model_cfg, model_path=args.model, params_path=args.model)
-        scorer = Scorer(model, model_cfg, pre, device, args.amp or cfg.training.amp,
-                        args.frames if frame_level else args.clips_per_video, args.batch_size)
+        # an old model file without the scoring record: predict's former defaults (every window of a
+        # video model, baseline.eval_frames' default for a frame model), with a warning
+        spec = input_spec(meta, cfg, model_path=args.model, warn=bool(meta.get("input")),
+                          fallback_max_clips={False: None, True: BaselineConfig().eval_frames})
+        pre = model_preprocess(spec, args.model)
+        flag, other = ("--frames", "--clips-per-video") if spec.frame_level else ("--clips-per-video", "--frames")
+        if getattr(args, other.lstrip("-").replace("-", "_")) is not None:
+            print(f"{prog}: {other} ignored: {args.model} is a {'frame' if spec.frame_level else 'video'} model "
+                  f"(use {flag})", file=sys.stderr)
+        count = args.frames if spec.frame_level else args.clips_per_video
+        if count is not None:
+            spec = spec.override(flag, args.model, max_clips_per_video=count)
+        check_input_contract(meta, pre, cfg.model, model_path=args.model, params_path=args.model)
+        scorer = Scorer(model, spec, pre, device, args.amp or cfg.training.amp, args.batch_size)
     except (UsageError, ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
@@ -351,9 +363,10 @@ def main(argv: list[str] | None = None, prog: str = "stfmamba predict") -> int:
             print(f"{prog}: {path}: not scored: {pred.reason}", file=sys.stderr)
         preds.append(pred)
     header = {"model": str(args.model), "arch": cfg.model.arch, "phase": meta.get("phase"),
-              "describe": meta.get("describe"), "preprocess": meta["input"]["preprocess"],
+              "describe": meta.get("describe"), "preprocess": dataclasses.asdict(pre),
               "clip": {"num_frames": scorer.spec.num_frames, "img_size": scorer.spec.img_size,
-                       "clips_per_video": scorer.spec.clips_per_video},
+                       "max_clips_per_video": scorer.spec.max_clips_per_video, "frame_level": spec.frame_level},
+              "normalize": spec.norm.as_dict(),
               "score": "video fake_prob = max over face tracks of the mean over its clips of softmax(logits)[1]"}
     write_outputs(out, preds, header)
     n_bad = sum(p.status != "ok" for p in preds)

@@ -12,7 +12,14 @@ random window.
    (a no-op when ``S == img_size``);
 3. channels first, still uint8: ``(3, T, img_size, img_size)`` (:func:`clip_tensor`); clips travel
    as uint8 through DataLoader workers and host-to-device copies;
-4. on the device, :func:`normalize_clips`: ``/255`` then ImageNet mean / std, float32.
+4. on the device, :func:`normalize_clips`: ``/255`` then the model's mean / std, float32 (RGB).
+
+The mean / std are the model's own, never a constant of this module: timm's pretrained config of
+the model's timm network (``timm.data.resolve_model_data_config``; e.g. ImageNet's for ResNet or
+ConvNeXt V2, ``0.5`` / ``0.5`` — inputs in ``[-1, 1]`` — for ``tf_efficientnet_lite0``), ImageNet's
+for the built-in conv stem. Every model reports it as ``model.data_config`` and the model file
+stores it (``input.normalize``, :mod:`stfmamba.models.checkpoint`); a :class:`Normalize` built
+from either is what training, evaluation and prediction call.
 
 The training dataset (:class:`~stfmamba.data.dataset.VideoSBIDataset`) applies step 2 to the real
 clip and to its SBI fake, the evaluation engine (:mod:`stfmamba.evaluation.engine`) to every test
@@ -26,11 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # the built-in conv stem's input (and old model files' fallback)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CHANNEL_ORDER = "RGB"                    # the npz crops', and every model's
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ClipSpec", "clip_starts", "random_clip_start", "model_clip",
-           "clip_tensor", "normalize_clips", "norm_of", "frames_to_tensor", "static_clips"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CHANNEL_ORDER", "ClipSpec", "Normalize", "clip_starts",
+           "random_clip_start", "model_clip", "clip_tensor", "normalize_clips", "frames_to_tensor", "static_clips"]
 
 
 def clip_starts(num_segments: int, frames_per_segment: int, num_frames: int) -> list[int]:
@@ -53,7 +61,7 @@ class ClipSpec:
     frames_per_segment: int  # frames per run (preprocess.frames_per_segment of the npz files)
     num_frames: int          # model clip length T (model.num_frames)
     img_size: int            # model input side H = W (model.img_size)
-    clips_per_video: int | None = None  # evaluation: cap on clips per video (evenly spaced); None = all
+    max_clips_per_video: int | None = None  # scoring: cap on clips per video (evenly spaced); None = all
 
     @property
     def stored_frames(self) -> int:
@@ -61,10 +69,10 @@ class ClipSpec:
         return self.num_segments * self.frames_per_segment
 
     def starts(self) -> list[int]:
-        """Start frame of every evaluation clip of a video (at most ``clips_per_video``, evenly spaced)."""
+        """Start frame of every evaluation clip of a video (at most ``max_clips_per_video``, evenly spaced)."""
         starts = clip_starts(self.num_segments, self.frames_per_segment, self.num_frames)
-        if self.clips_per_video is not None and len(starts) > self.clips_per_video:
-            pick = np.linspace(0, len(starts) - 1, self.clips_per_video).round().astype(int)
+        if self.max_clips_per_video is not None and len(starts) > self.max_clips_per_video:
+            pick = np.linspace(0, len(starts) - 1, self.max_clips_per_video).round().astype(int)
             starts = [starts[i] for i in pick]
         return starts
 
@@ -110,28 +118,56 @@ def clip_tensor(frames: np.ndarray, img_size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(model_clip(frames, img_size))).permute(3, 0, 1, 2)
 
 
-def normalize_clips(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """uint8 clips ``(..., 3, T, H, W)`` -> float32 normalised with the model's ``mean`` / ``std``
-    (``model.data_config``: what its pretrained weights expect; ImageNet's by default), on ``x``'s
-    device (step 4)."""
-    mean = torch.tensor(mean, device=x.device, dtype=torch.float32).view(3, 1, 1, 1)
-    std = torch.tensor(std, device=x.device, dtype=torch.float32).view(3, 1, 1, 1)
+def normalize_clips(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 RGB clips ``(..., 3, T, H, W)`` -> float32 ``(x / 255 - mean) / std``, on ``x``'s device (step 4).
+
+    Args:
+        x: uint8 clips, channels RGB.
+        mean, std: three floats each, the model's (``model.data_config`` / the model file's
+            ``input.normalize``; :class:`Normalize` carries them).
+    """
+    mean = torch.as_tensor(tuple(mean), dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
+    std = torch.as_tensor(tuple(std), dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
     return (x.float().div_(255.0) - mean) / std
 
 
-def frames_to_tensor(frames: np.ndarray, img_size: int | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class Normalize:
+    """A model's input normalisation (step 4): ``Normalize(mean, std)(x)`` is :func:`normalize_clips`."""
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str = CHANNEL_ORDER
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"normalisation needs 3 means and 3 positive stds, got mean={self.mean} std={self.std}")
+        if self.channel_order != CHANNEL_ORDER:
+            raise ValueError(f"channel order {self.channel_order!r}: the crops are {CHANNEL_ORDER}; "
+                             "no other order is supported")
+
+    @classmethod
+    def of(cls, source) -> "Normalize":
+        """From a model (its ``data_config``) or a mapping with ``mean`` and ``std`` (timm's data config,
+        a model file's ``input.normalize``)."""
+        cfg = source.data_config if hasattr(source, "data_config") else source
+        return cls(tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("channel_order", CHANNEL_ORDER))
+
+    def as_dict(self) -> dict:
+        """``{"mean": [3], "std": [3], "channel_order": "RGB"}`` (the model file's ``input.normalize``)."""
+        return {"mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize_clips(x, self.mean, self.std)
+
+
+def frames_to_tensor(frames: np.ndarray, norm: Normalize, img_size: int | None = None) -> torch.Tensor:
     """``frames: (T, S, S, 3)`` uint8 RGB -> ``(3, T, img_size, img_size)`` float32 model input.
 
-    The whole crop contract for one clip (``img_size=None`` keeps ``S``).
+    The whole crop contract for one clip (``img_size=None`` keeps ``S``), normalised by ``norm``.
     """
-    return normalize_clips(clip_tensor(frames, frames.shape[1] if img_size is None else img_size))
-
-
-def norm_of(model) -> dict:
-    """``{"mean", "std"}`` for :func:`normalize_clips` from ``model.data_config`` (ImageNet's when
-    the model has none), unwrapping DDP."""
-    cfg = getattr(getattr(model, "module", model), "data_config", None) or {}
-    return {"mean": tuple(cfg.get("mean", IMAGENET_MEAN)), "std": tuple(cfg.get("std", IMAGENET_STD))}
+    return norm(clip_tensor(frames, frames.shape[1] if img_size is None else img_size))
 
 
 def static_clips(x: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,8 @@ real's zeros, the fake's per-frame manipulation strength). With the flag off not
 it and every item is what it was before.
 
 Item: ``{"x": (2, 3, T, H, W) uint8 (real, fake), "y": (2,) int64 = (0, 1), "index": int}``. The clips
-stay uint8 until they reach the device, where :func:`normalize_clips` turns them into the model's
-ImageNet-normalised floats. Resizing and normalisation are the crop contract of
+stay uint8 until they reach the device, where :func:`normalize_clips` (with the model's own mean / std,
+``model.data_config``) turns them into floats. Resizing and normalisation are the crop contract of
 :mod:`stfmamba.data.clips` (:func:`~stfmamba.data.clips.model_clip`), shared with evaluation:
 a quarter of the bytes through the loader's shared memory and host-to-GPU copies, and no float
 work in the loader workers.

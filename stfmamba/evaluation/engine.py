@@ -1,10 +1,11 @@
 """Evaluation engine: score every clip of every test video of a preprocessed dataset.
 
 A video's clips are the non-overlapping ``num_frames`` windows of each of its runs
-(:meth:`stfmamba.data.clips.ClipSpec.starts`), at most ``clips_per_video`` of them, evenly spaced.
+(:meth:`stfmamba.data.clips.ClipSpec.starts`), at most ``max_clips_per_video`` of them, evenly spaced.
 Each clip becomes model input through the crop contract of :mod:`stfmamba.data.clips` — the very
 functions the training dataset uses (:func:`~stfmamba.data.clips.clip_tensor` in the loader,
-uint8; :func:`~stfmamba.data.clips.normalize_clips` on the device). The video score is SBI's
+uint8; the model's :class:`~stfmamba.data.clips.Normalize` on the device, the model file's
+``input.normalize``). The video score is SBI's
 protocol: the mean fake probability (softmax class 1) over the clips of each face track, max over
 the video's faces (the manifest's ``npz`` and ``extra_npz``, :func:`~stfmamba.data.manifest.face_npz`;
 one face: the mean over its clips). ``face_scores`` lists the per-face means (``;``-joined, face 0
@@ -34,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
-from stfmamba.data.clips import ClipSpec, clip_tensor, norm_of, normalize_clips, static_clips
+from stfmamba.data.clips import ClipSpec, Normalize, clip_tensor, static_clips
 from stfmamba.data.manifest import face_npz, load_npz
 
 __all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "autocast_for", "score_videos"]
@@ -100,7 +101,7 @@ def autocast_for(device: torch.device, amp: str):
 
 @torch.no_grad()
 def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, spec: ClipSpec, *,
-                 batch_size: int = 8, num_workers: int = 0, device: str | torch.device = "cpu",
+                 norm: Normalize, batch_size: int = 8, num_workers: int = 0, device: str | torch.device = "cpu",
                  amp: str = "auto", progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score the videos of ``rows`` (manifest rows) with ``model``, on real and on static clips.
 
@@ -109,6 +110,7 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         rows: manifest rows (video_id, method, label, status, reason, npz).
         dataset_dir: folder the ``npz`` column is relative to.
         spec: clip geometry.
+        norm: the model's input normalisation (``InputSpec.norm`` of its model file).
         batch_size: clips per forward pass (clips of several videos share a batch).
         num_workers: DataLoader workers reading npz files.
         device: torch device.
@@ -149,7 +151,7 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     def flush() -> None:
         if not buf:
             return
-        x = normalize_clips(torch.stack([c for *_, c in buf]).to(device), **norm_of(model))  # (B, 3, T, H, W) float
+        x = norm(torch.stack([c for *_, c in buf]).to(device))  # (B, 3, T, H, W) float
         prob = fake_prob(x)
         static = fake_prob(static_clips(x)) if with_static else prob
         for (v, f, s, _), p, q in zip(buf, prob, static):

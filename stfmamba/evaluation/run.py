@@ -7,8 +7,9 @@ Both check the preprocessing of the evaluated data against the one the model was
 what the model sees (``preprocess.crop_size``, ``preprocess.margin``) must match — a mismatch is a
 :class:`~stfmamba.config.ConfigError` naming the key, both values and the fix; settings that only
 change how faces are found or how many clips there are (``detect_scale``, ``num_segments``,
-``frames_per_segment``) may differ, with a warning. The clip geometry (``num_frames``,
-``img_size``) is the model file's own config.
+``frames_per_segment``, ``min_face_px``, ``min_frames``, ``max_faces``) may differ, with a warning.
+The clip geometry (``clip_frames``, ``img_size``), the clips per video, the normalisation and
+whether the model is a frame model are the model file's (:class:`~stfmamba.models.checkpoint.InputSpec`).
 
 Every face track of a video listed in the manifest (``npz`` + ``extra_npz``) is scored; the video's
 score is the max over its faces of the mean over clips (:func:`~stfmamba.evaluation.engine.score_videos`).
@@ -24,9 +25,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from stfmamba.config import ConfigError, EvalConfig, ModelConfig, PreprocessConfig
+from stfmamba.config import ConfigError, EvalConfig, ModelConfig, Params, PreprocessConfig
 from stfmamba.data.manifest import read_manifest
-from stfmamba.data.clips import ClipSpec
 from stfmamba.evaluation.engine import score_videos
 from stfmamba.evaluation.metrics import OVERALL
 from stfmamba.evaluation.reports import (describe_failures, roc_curves, write_csv, write_curves, write_dataset_report,
@@ -54,7 +54,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 
 
 CROP_KEYS = ("crop_size", "margin")   # change the pixels the model sees: must match the model file
-SAMPLING_KEYS = ("detect_scale", "num_segments", "frames_per_segment")   # may differ (warning)
+SAMPLING_KEYS = ("detect_scale", "num_segments", "frames_per_segment", "min_face_px", "min_frames",
+                 "max_faces")   # may differ (warning): which faces are found and how many clips are scored
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -69,7 +70,8 @@ def check_input_contract(meta: dict[str, Any], pre: PreprocessConfig, model_cfg:
         meta: the model file's meta (``meta["input"]``: see :func:`stfmamba.models.checkpoint.input_settings`;
             ``None`` for an old model file, which only gets the geometry checks).
         pre: the ``preprocess`` section the evaluated npz files are (or will be) made with.
-        model_cfg: the model file's ``ModelConfig`` (clip length and size).
+        model_cfg: the model file's ``ModelConfig`` (clip size; the clip length is the recorded
+            ``input.scoring.clip_frames``: 1 for a frame model, else ``num_frames``).
         model_path: for messages.
         params_path: the params file ``pre`` comes from, for messages.
 
@@ -80,11 +82,13 @@ def check_input_contract(meta: dict[str, Any], pre: PreprocessConfig, model_cfg:
         ConfigError: a crop setting differs from the model file's, or the crops / runs are too small
             for the model's clips.
     """
-    if model_cfg.img_size > pre.crop_size or model_cfg.num_frames > pre.frames_per_segment:
+    scoring = (meta.get("input") or {}).get("scoring") or {}
+    t = scoring.get("clip_frames", 1 if model_cfg.frame_level else model_cfg.num_frames)
+    if model_cfg.img_size > pre.crop_size or t > pre.frames_per_segment:
         raise ConfigError(
             f"{params_path}: preprocess.crop_size={pre.crop_size} / frames_per_segment={pre.frames_per_segment} "
             f"are smaller than the clips of {model_path} (model.img_size={model_cfg.img_size}, "
-            f"model.num_frames={model_cfg.num_frames}); use the params file (profile) the model was trained with")
+            f"{t} frames per clip); use the params file (profile) the model was trained with")
     stored = (meta.get("input") or {}).get("preprocess")
     if not stored:
         return []
@@ -112,7 +116,21 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evaluate_dataset(model: torch.nn.Module, model_cfg, name: str, dataset_dir: str | Path, out_dir: str | Path,
+def scoring_spec(meta: dict[str, Any], cfg, params: Params, *, model_path: str | Path, params_path: str | Path,
+                 params_override: bool):
+    """The model file's :class:`~stfmamba.models.checkpoint.InputSpec`, with the params' clips per
+    video (``eval.max_clips_per_video``, or ``baseline.eval_frames`` for a frame model) when
+    ``params_override`` and they differ (printed). Keys an old model file lacks take the params' values."""
+    from stfmamba.models.checkpoint import default_max_clips, input_spec
+    spec = input_spec(meta, cfg, model_path=model_path, fallback=params)
+    if params_override:
+        key = "baseline.eval_frames" if spec.frame_level else "eval.max_clips_per_video"
+        spec = spec.override(f"{params_path} ({key})", model_path,
+                             max_clips_per_video=default_max_clips(spec.frame_level, params))
+    return spec
+
+
+def evaluate_dataset(model: torch.nn.Module, spec, name: str, dataset_dir: str | Path, out_dir: str | Path,
                      pre: PreprocessConfig, ev: EvalConfig, *, split: str | None = "test",
                      device: str | torch.device | None = None, amp: str = "auto",
                      progress: bool = True) -> DatasetResult:
@@ -120,12 +138,13 @@ def evaluate_dataset(model: torch.nn.Module, model_cfg, name: str, dataset_dir: 
 
     Args:
         model: the detector (``forward(x: (B,3,T,H,W)) -> {"logits": (B,2), ...}``).
-        model_cfg: its ``ModelConfig`` (``num_frames``, ``img_size``).
+        spec: its model file's :class:`~stfmamba.models.checkpoint.InputSpec` (:func:`scoring_spec`):
+            clip length and size, clips per video, normalisation.
         name: dataset name (report titles).
         dataset_dir: ``data/preprocessed/<name>`` (manifest + npz).
         out_dir: report folder (scores.csv, clips.csv, failures.csv, roc/, auc.csv, roc.png).
-        pre: preprocessing params (clip geometry of the npz files).
-        ev: evaluation params (clip cap, batch size, workers).
+        pre: the preprocessing of the npz files (runs per video, frames per run).
+        ev: evaluation params (batch size, workers).
         split: manifest split to evaluate (None = every row).
         device: torch device (default: CUDA when available).
         amp: ``auto`` / ``bf16`` / ``off``.
@@ -136,9 +155,8 @@ def evaluate_dataset(model: torch.nn.Module, model_cfg, name: str, dataset_dir: 
     if rows.empty:
         raise ValueError(f"{Path(dataset_dir) / 'manifest.csv'}: no rows in split '{split}' "
                          f"(splits present: {sorted(set(manifest['split']))}); check data.datasets.{name}")
-    spec = ClipSpec(pre.num_segments, pre.frames_per_segment, model_cfg.num_frames, model_cfg.img_size,
-                    ev.clips_per_video)
-    videos, clips = score_videos(model, rows, Path(dataset_dir), spec, batch_size=ev.batch_size,
+    videos, clips = score_videos(model, rows, Path(dataset_dir), spec.clip_spec(pre), norm=spec.norm,
+                                 batch_size=ev.batch_size,
                                  num_workers=ev.num_workers, device=device or default_device(), amp=amp,
                                  progress=progress)
     temporal = model_cfg.num_frames > 1   # a frame model's static clip is its clip: no temporal gain
@@ -175,5 +193,6 @@ def save_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     write_json(Path(path), metrics)
 
 
-__all__ = ["DatasetResult", "load_checkpoint", "check_input_contract", "default_device", "evaluate_dataset",
+__all__ = ["DatasetResult", "load_checkpoint", "check_input_contract", "scoring_spec", "default_device",
+           "evaluate_dataset",
            "cross_metrics", "write_cross_summary", "save_metrics", "write_csv"]

@@ -15,7 +15,16 @@ import torch.nn.functional as F
 from timm.layers import LayerNormFp32
 from torch import nn
 
-__all__ = ["ConvStem", "TimmTrunk"]
+__all__ = ["ConvStem", "TimmTrunk", "timm_data_config"]
+
+
+def timm_data_config(net: nn.Module) -> dict:
+    """A timm model's input spec (its ``pretrained_cfg`` through ``timm.data.resolve_model_data_config``):
+    ``{"mean", "std", "input_size", "interpolation", ...}``, mean / std as tuples of 3 floats (RGB)."""
+    from timm.data import resolve_model_data_config
+    cfg = dict(resolve_model_data_config(net))
+    cfg["mean"], cfg["std"] = tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
+    return cfg
 
 
 class ConvStem(nn.Module):
@@ -26,6 +35,12 @@ class ConvStem(nn.Module):
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(stem_dim, out_dim, 3, stride=2, padding=1)
         self.norm = LayerNormFp32(out_dim)
+
+    @property
+    def data_config(self) -> dict:
+        """Input spec of the built-in stem (trained from scratch): ImageNet mean / std, RGB."""
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        return {"mean": tuple(IMAGENET_DEFAULT_MEAN), "std": tuple(IMAGENET_DEFAULT_STD)}
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/4, W/4, out_dim)``."""
@@ -66,7 +81,6 @@ class TimmTrunk(nn.Module):
                              f"(reductions {reductions}); pick another CNN or model.trunk_stride")
         self.level = level[0]
         channels = net.feature_info[self.level]["num_chs"]
-        self.data_config = _data_config(net)
         net.prune_intermediate_layers(indices=[self.level], prune_norm=True, prune_head=True)
         self.net = net
         for mod in self.net.modules():   # pretrained (or timm-initialised) trunk: the model's init leaves it alone
@@ -75,16 +89,14 @@ class TimmTrunk(nn.Module):
         self.proj = nn.Linear(channels, out_dim)
         self.norm = LayerNormFp32(out_dim)
 
+    @property
+    def data_config(self) -> dict:
+        """The timm model's input spec (mean / std of its pretrained config, :func:`timm_data_config`)."""
+        return timm_data_config(self.net)
+
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/s, W/s, out_dim)``."""
         s = F.gelu(self.conv1(frames))
         trunk = self.net.forward_intermediates(frames, indices=[self.level], intermediates_only=True,
                                                stop_early=True)[0]    # (B·T, C0, H/s, W/s)
         return s.permute(0, 2, 3, 1), self.norm(self.proj(trunk.permute(0, 2, 3, 1)))
-
-
-def _data_config(net: nn.Module) -> dict:
-    """The input normalisation timm's pretrained config gives for ``net`` (mean, std, RGB)."""
-    from timm.data import resolve_model_data_config
-    cfg = resolve_model_data_config(net)
-    return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]], "channel_order": "RGB"}

@@ -69,9 +69,10 @@ class FrameClassifier(nn.Module):
 
     @property
     def data_config(self) -> dict:
-        """Input normalisation from timm's pretrained config of ``arch``: ``mean``, ``std``, ``channel_order``."""
-        from stfmamba.models.backbone import _data_config
-        return _data_config(self.net)
+        """The timm classifier's input spec (mean / std of its pretrained config), e.g. ImageNet's
+        for resnet18, 0.5 / 0.5 for tf_efficientnet_lite0."""
+        from stfmamba.models.backbone import timm_data_config
+        return timm_data_config(self.net)
 
     def pretrained_param_names(self) -> set[str]:
         """Names of the parameters that start from pretrained weights (all but the classifier; none
@@ -82,7 +83,7 @@ class FrameClassifier(nn.Module):
         return {n for n, p in self.named_parameters() if id(p) not in head}
 
     def forward(self, x: torch.Tensor) -> dict:
-        """x: ``(B, 3, T, H, W)`` ImageNet-normalised clips.
+        """x: ``(B, 3, T, H, W)`` clips normalised with :attr:`data_config`.
 
         Returns:
             ``frame_logits (B, T, 2)``; ``logits (B, 2)`` (fp32) = log of the mean over frames of the

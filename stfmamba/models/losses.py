@@ -21,8 +21,8 @@ HLL term (per-sample energy ``e = hll_energy``, or ``hll_energy / all_band_energ
 
 A batch without one of the classes the term needs contributes exactly zero (no NaN).
 
-Per-frame models (:class:`~stfmamba.models.frame.FrameClassifier`, the frame-level baseline) return
-``frame_logits (B, T, 2)`` and no ``hll_energy``: the cross-entropy is then over frames (each
+Per-frame models (``cfg.model.frame_level``: :class:`~stfmamba.models.frame.FrameClassifier`, the
+frame-level baseline) return ``frame_logits (B, T, 2)`` and no ``hll_energy``: the cross-entropy is then over frames (each
 frame labelled with its clip's label) and the HLL and sdim terms are left out (not added as zeros).
 """
 from __future__ import annotations
@@ -78,6 +78,7 @@ class STFV8Loss(nn.Module):
     def __init__(self, cfg: STFV8Config) -> None:
         super().__init__()
         t, f = cfg.training, cfg.features
+        self.frame_level = cfg.model.frame_level   # per-frame model: cross-entropy over frames only
         self.label_smoothing = t.label_smoothing
         self.hll_weight, self.sdim_weight, self.mask_weight = t.hll_loss_weight, t.sdim_l1_weight, t.mask_loss_weight
         self.hll = (ContrastiveHLLLoss(t.hll_margin, f.use_hll_normalization) if f.use_contrastive_hll
@@ -89,15 +90,13 @@ class STFV8Loss(nn.Module):
         the model returns ``mask_logits`` and ``mask_loss_weight > 0``) -> ``(total, {"ce", "hll",
         "sdim_l1", ["mask",] "total"})`` (``{"ce", "total"}`` for a per-frame model)."""
         labels = labels.long()
-        if "frame_logits" in outputs:
+        if self.frame_level:
             frame_logits = outputs["frame_logits"].float()                       # (B, T, 2)
             frame_labels = labels[:, None].expand(frame_logits.shape[:2])       # (B, T)
             ce = F.cross_entropy(frame_logits.flatten(0, 1), frame_labels.flatten(),
                                  label_smoothing=self.label_smoothing)
-        else:
-            ce = F.cross_entropy(outputs["logits"].float(), labels, label_smoothing=self.label_smoothing)
-        if "hll_energy" not in outputs:
             return ce, {"ce": float(ce.detach()), "total": float(ce.detach())}
+        ce = F.cross_entropy(outputs["logits"].float(), labels, label_smoothing=self.label_smoothing)
         hll = self.hll(outputs, labels)
         sdim = outputs.get("aux_losses", {}).get("sdim_l1")
         sdim = ce.new_zeros(()) if sdim is None else sdim.float()

@@ -75,14 +75,6 @@ class STFMamba(nn.Module):
         from stfmamba.models.pretrained import WeightsInfo
         return getattr(self.stem, "weights", None) or WeightsInfo(spec="none", kind="none")
 
-    @property
-    def data_config(self) -> dict:
-        """Input normalisation: the timm trunk's pretrained config, ImageNet's for the built-in stem."""
-        if isinstance(self.stem, TimmTrunk):
-            return dict(self.stem.data_config)
-        from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD
-        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channel_order": "RGB"}
-
     def pretrained_param_names(self) -> set[str]:
         """Names of the parameters that start from pretrained weights (the timm trunk's ``stem.net``;
         none when its weights are random)."""
@@ -95,6 +87,12 @@ class STFMamba(nn.Module):
         self.grad_checkpointing = enable
         for stage in self.stages:
             stage.grad_checkpointing = enable
+
+    @property
+    def data_config(self) -> dict:
+        """The input spec (mean / std, RGB): the timm trunk's pretrained config, or ImageNet's for the
+        built-in conv stem (``model.spatial_backbone: none``)."""
+        return self.stem.data_config
 
     def state_gates(self) -> dict[str, AdaptiveStateGate]:
         """Every adaptive-sdim gate by module name (empty without ``use_adaptive_sdim``)."""
@@ -120,7 +118,7 @@ class STFMamba(nn.Module):
         return self.norm(feats.mean(dim=(1, 2, 3))), hll_energy, all_energy, mask_logits
 
     def forward(self, x: torch.Tensor) -> dict:
-        """x: ``(B, 3, T, H, W)`` ImageNet-normalised clips.
+        """x: ``(B, 3, T, H, W)`` clips normalised with :attr:`data_config`.
 
         Returns:
             ``logits (B, 2)``, ``hll_energy (B,)``, ``all_band_energy (B,)`` (fp32) and
@@ -151,7 +149,7 @@ def build_model(cfg: STFV8Config, grad_checkpointing: Optional[bool] = None,
     ``grad_checkpointing`` defaults to ``cfg.training.grad_checkpointing``."""
     if grad_checkpointing is None:
         grad_checkpointing = cfg.training.grad_checkpointing
-    if cfg.model.arch != "stfmamba":
+    if cfg.model.frame_level:
         from stfmamba.models.frame import FrameClassifier
         return FrameClassifier(cfg.model, grad_checkpointing=grad_checkpointing)
     return STFMamba(cfg, spatial_mixer=spatial_mixer, grad_checkpointing=grad_checkpointing)

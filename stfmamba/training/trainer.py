@@ -46,10 +46,10 @@ from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
 from stfmamba.config import Params, STFV8Config, TrainingConfig, to_dict
-from stfmamba.data.clips import norm_of
-from stfmamba.data.dataset import VideoSBIDataset, normalize_clips, worker_init
+from stfmamba.data.clips import Normalize
+from stfmamba.data.dataset import VideoSBIDataset, worker_init
 from stfmamba.io import atomic_path, write_text
-from stfmamba.models.checkpoint import save_model_file
+from stfmamba.models.checkpoint import default_max_clips, save_model_file
 from stfmamba.training import distributed as D
 from stfmamba.training.budget import BudgetTracker
 from stfmamba.training.optim import build_optimizer, build_scheduler, current_lr, group_lrs
@@ -140,10 +140,10 @@ def evaluate_sbi(model: torch.nn.Module, loader: DataLoader, device: torch.devic
         ``{"auc": float, "acc": float, "n_clips": int}``.
     """
     model.eval()
-    norm = norm_of(model)
+    norm = Normalize.of(model)   # the model's own mean / std (model.data_config)
     scores, labels = [], []
     for batch in loader:
-        x = normalize_clips(batch["x"].flatten(0, 1).to(device), **norm)   # (2B, 3, T, H, W) float
+        x = norm(batch["x"].flatten(0, 1).to(device))   # (2B, 3, T, H, W) float
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)["logits"]
         scores.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
@@ -283,7 +283,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
         return_model: also return this rank's final (last-step, not best) model.
 
     Returns:
-        Metrics: best_val_auc, best_epoch, epochs, steps, skipped_steps, budget_stopped, wall_time_s, ...
+        Metrics: kept_epoch, kept_val_auc (best_epoch, best_val_auc with select: best), epochs, steps, skipped_steps, budget_stopped, wall_time_s, ...
         — or ``(metrics, model)`` with ``return_model``.
     """
     run = start_run(params, phase, paths)
@@ -504,11 +504,11 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
                desc=f"phase {run.phase} epoch {epoch + 1}/{run.epochs}", leave=False,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)   # sparse lines in DVC / pod logs
     parts.optimizer.zero_grad(set_to_none=True)
-    norm = norm_of(parts.model)
     micro_loss, micro_parts = 0.0, {}
     budget_stopped = False
+    norm = Normalize.of(parts.model)   # the model's own mean / std (model.data_config), stored in its model file
     for b, batch in enumerate(loader, start=start_batch):
-        x = normalize_clips(batch["x"].flatten(0, 1).to(device, non_blocking=True), **norm)  # (2B, 3, T, H, W)
+        x = norm(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
         y = batch["y"].flatten().to(device)                           # (2B,)
         masks = batch["mask"].flatten(0, 1).to(device) if "mask" in batch else None   # (2B, T, H, W)
         last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == data.batches_per_epoch
@@ -587,10 +587,13 @@ def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -
         state.best_auc, state.best_epoch = (auc if math.isfinite(auc) else -1.0), state.epoch
         # the phase's model, and a copy next to the resume checkpoint: a rerun of a finished phase
         # (DVC removed the out) restores models/phase_x.pt from there instead of retraining
+        # its input contract: the preprocessing, the model's mean / std and how a video is scored
+        # (eval.max_clips_per_video clips, or baseline.eval_frames single frames for a frame model)
+        max_clips = default_max_clips(run.cfg.model.frame_level, run.params)
         for path in (run.paths.model_out, run.paths.ckpt_dir / BEST_NAME):
             save_model_file(path, parts.model, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
                             val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess,
-                            weights=parts.model.weights_info.as_dict())
+                            weights=parts.model.weights_info.as_dict(), max_clips_per_video=max_clips)
     return res
 
 
@@ -612,7 +615,7 @@ def log_epoch(run: Run, live, parts: Parts, state: TrainState, res: dict) -> Non
     live.log_metric("val/sbi_acc", res["acc"])
     live.log_metric("budget/spent", parts.budget.spent)
     live.next_step()
-    log.info("phase %s epoch %d: train loss %.4f, SBI-val AUC %.4f (best %.4f @ %d)", run.phase, state.epoch + 1,
+    log.info("phase %s epoch %d: train loss %.4f, SBI-val AUC %.4f (kept model: %.4f @ %d)", run.phase, state.epoch + 1,
              train_loss, res["auc"], state.best_auc, state.best_epoch + 1)
 
 
@@ -621,14 +624,19 @@ def finish(run: Run, data: Data, parts: Parts, state: TrainState, budget_stopped
     """The phase's metrics; rank 0 restores the best model of an already finished phase if DVC
     removed it, writes the metrics file and closes dvclive."""
     history = state.history
-    metrics = {"phase": run.phase, "select": run.tr.select, "best_val_auc": state.best_auc,
-               "best_epoch": state.best_epoch + 1, "last_val_auc": history[-1]["val_auc"] if history else None,
+    # kept_*: the epoch in the model file and its SBI-val AUC, whatever training.select is;
+    # best_* only with select: best (the same epoch, chosen for that AUC)
+    kept_auc = state.best_auc if state.best_epoch >= 0 and state.best_auc >= 0 else None
+    metrics = {"phase": run.phase, "select": run.tr.select, "kept_epoch": state.best_epoch + 1,
+               "kept_val_auc": kept_auc, "last_val_auc": history[-1]["val_auc"] if history else None,
                "epochs": state.epoch, "steps": state.step, "skipped_steps": state.skipped_steps,
                "budget_stopped": budget_stopped, "budget_spent": parts.budget.spent,
                "wall_time_s": time.monotonic() - run.t0, "resumed_from_step": resumed_from,
                "world_size": run.info.world_size, "amp": str(run.amp).replace("torch.", ""),
                "train_videos": len(data.train_ds.videos), "excluded_videos": len(data.train_ds.excluded),
                "last_train_loss": history[-1]["train_loss"] if history else None}
+    if run.tr.select == "best":
+        metrics["best_epoch"], metrics["best_val_auc"] = metrics["kept_epoch"], metrics["kept_val_auc"]
     if state.init_report is not None:
         metrics["init_new_tensors"] = len(state.init_report["missing"])
         metrics["init_unused_tensors"] = len(state.init_report["unexpected"])

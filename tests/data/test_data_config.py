@@ -32,6 +32,16 @@ def test_unknown_key_names_closest(tmp_path):
         load_params(path)
 
 
+def test_renamed_eval_clips_per_video_says_the_new_name(tmp_path):
+    def old(raw):
+        raw["eval"]["clips_per_video"] = raw["eval"].pop("max_clips_per_video")
+    with pytest.raises(ConfigError, match=r"eval\.clips_per_video: this key was renamed; use 'eval\.max_clips_per_video"):
+        load_params(_write(tmp_path, old))
+    # the training-side draws per epoch keep their name
+    p = load_params(REPO / "params.yaml")
+    assert p.training.clips_per_video >= 1 and p.baseline.clips_per_video >= 1 and p.eval.max_clips_per_video >= 1
+
+
 def test_unknown_section(tmp_path):
     path = _write(tmp_path, lambda r: r.update(preprocesss={}))
     with pytest.raises(ConfigError, match="Did you mean 'preprocess'"):

@@ -126,15 +126,16 @@ class OracleScorer(torch.nn.Module):
 def test_swapped_face_gets_the_max(videos, tmp_path):
     """Only the right face is swapped: its per-face score is the higher one and the video's score is
     the max over faces (the mean over clips of that face); clips.csv rows carry their face."""
-    from stfmamba.data.clips import clip_tensor, normalize_clips
+    from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, Normalize, clip_tensor
     spec = ClipSpec(CFG.num_segments, CFG.frames_per_segment, 4, 64)
     real = process_faces(videos["two"], CFG)
     ref = torch.cat([torch.stack([clip_tensor(fc.frames[s:s + 4], 64) for s in spec.starts()]) for fc in real])
-    model = OracleScorer(normalize_clips(ref))
+    norm = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    model = OracleScorer(norm(ref))
     rows = [VideoRow("two", videos["two"], 0, "real", "test"), VideoRow("two", videos["swapped"], 1, "Swap", "test")]
     preprocess_dataset("mf", rows, CFG, tmp_path, progress=False)
     df = read_manifest(tmp_path)
-    vids, clips = score_videos(model, df, tmp_path, spec, progress=False, amp="off")
+    vids, clips = score_videos(model, df, tmp_path, spec, norm=norm, progress=False, amp="off")
     v = vids.set_index("method")
     assert (vids["status"] == "ok").all() and (vids["faces"] == 2).all()
     f0, f1 = map(float, v.loc["Swap", "face_scores"].split(";"))

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from stfmamba.config import ConfigError, PreprocessConfig, STFV8Config, to_dict
 from stfmamba.data.clips import ClipSpec, static_clips
 from stfmamba.data.manifest import save_npz
@@ -114,7 +115,7 @@ def test_static_clips_repeat_the_first_frame():
 def test_static_auc_shows_what_motion_adds(tmp_path):
     rows = _flicker_dataset(tmp_path)
     spec = ClipSpec(num_segments=2, frames_per_segment=4, num_frames=4, img_size=16)
-    videos, clips = score_videos(Motion(), rows, tmp_path, spec, progress=False, amp="off")
+    videos, clips = score_videos(Motion(), rows, tmp_path, spec, norm=Normalize(IMAGENET_MEAN, IMAGENET_STD), progress=False, amp="off")
     assert (videos["status"] == "ok").all()
     # a static clip has no motion at all: every static score is sigmoid(0)
     assert np.allclose(videos["static_score"], 0.5) and np.allclose(clips["static_score"], 0.5)
@@ -124,8 +125,8 @@ def test_static_auc_shows_what_motion_adds(tmp_path):
 
 def test_frame_model_static_score_is_its_score(tmp_path):
     rows = _flicker_dataset(tmp_path)
-    spec = ClipSpec(num_segments=2, frames_per_segment=4, num_frames=1, img_size=16, clips_per_video=3)
-    videos, clips = score_videos(Motion(), rows, tmp_path, spec, progress=False, amp="off")
+    spec = ClipSpec(num_segments=2, frames_per_segment=4, num_frames=1, img_size=16, max_clips_per_video=3)
+    videos, clips = score_videos(Motion(), rows, tmp_path, spec, norm=Normalize(IMAGENET_MEAN, IMAGENET_STD), progress=False, amp="off")
     assert (videos["n_clips"] == 3).all()
     assert np.array_equal(videos["static_score"], videos["score"]) and np.array_equal(clips["static_score"], clips["score"])
 

@@ -6,13 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
+from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from stfmamba.data.manifest import save_npz
 
 from stfmamba.evaluation.engine import ClipSpec, score_videos
 from stfmamba.evaluation.reports import (describe_failures, markdown_table, summarize, write_dataset_report,
                                          write_json)
 
-SPEC = ClipSpec(num_segments=2, frames_per_segment=4, num_frames=4, img_size=16, clips_per_video=8)
+SPEC = ClipSpec(num_segments=2, frames_per_segment=4, num_frames=4, img_size=16, max_clips_per_video=8)
 
 
 class Brightness(torch.nn.Module):
@@ -61,7 +62,7 @@ def dataset(tmp_path):
 
 def test_scores_failures_and_reports(dataset, tmp_path):
     root, manifest = dataset
-    videos, clips = score_videos(Brightness(), manifest, root, SPEC, batch_size=3, progress=False, amp="off")
+    videos, clips = score_videos(Brightness(), manifest, root, SPEC, norm=Normalize(IMAGENET_MEAN, IMAGENET_STD), batch_size=3, progress=False, amp="off")
     failed = videos.set_index("video_id").loc[["f_pre", "f_missing", "f_corrupt", "f_short"]]
     assert (failed["status"] == "failed").all() and failed["score"].isna().all()
     assert failed.loc["f_pre", "reason"] == "preprocess: no face"
@@ -122,7 +123,7 @@ def test_scores_failures_and_reports(dataset, tmp_path):
 
 
 def test_clip_cap_is_evenly_spaced():
-    spec = ClipSpec(num_segments=4, frames_per_segment=8, num_frames=4, img_size=16, clips_per_video=3)
+    spec = ClipSpec(num_segments=4, frames_per_segment=8, num_frames=4, img_size=16, max_clips_per_video=3)
     assert spec.starts() == [0, 16, 28]  # windows 0,4,..,28; indices 0, 3.5->4, 7
     assert ClipSpec(2, 8, 8, 16, 8).starts() == [0, 8]
 

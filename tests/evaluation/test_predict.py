@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stfmamba.config import BaselineConfig, Params, PreprocessConfig, STFV8Config
+from stfmamba.config import BaselineConfig, Params, PreprocessConfig, STFV8Config, to_dict
 from stfmamba.models import build_model
 from stfmamba.models.checkpoint import save_model_file
 from stfmamba.predict import main
@@ -112,6 +112,24 @@ def test_frame_baseline_scores_single_frames(videos, tmp_path):
     assert len(clips) == 3 and (clips["start_frame"] == clips["end_frame"]).all()
     assert clips["fake_prob"].between(0, 1).all() and (out / "franck.png").is_file()
     assert json.loads((out / "predictions.json").read_text())["clip"]["num_frames"] == 1
+
+
+def test_model_file_of_the_previous_layout_scores_with_a_warning(videos, tmp_path):
+    """A model file whose ``input`` has only the first five preprocess keys and the clip geometry:
+    scored with predict's former defaults (every window, ImageNet mean / std), with one warning."""
+    import torch
+    cfg = STFV8Config.debug()
+    path = tmp_path / "v1.pt"
+    torch.save({"model": build_model(cfg).state_dict(), "config": to_dict(cfg), "meta": {"phase": "b"},
+                "input": {"preprocess": {k: getattr(PRE, k) for k in ("crop_size", "margin", "detect_scale",
+                                                                      "num_segments", "frames_per_segment")},
+                          "model": {"img_size": 32, "num_frames": 4}}}, path)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"does not record preprocess\.min_face_px.*scoring\.frame_level"):
+        assert main([str(videos / "franck.mp4"), "--model", str(path), "--out", str(out), "--device", "cpu"]) == 0
+    doc = json.loads((out / "predictions.json").read_text())
+    assert doc["clip"]["max_clips_per_video"] is None and doc["normalize"]["mean"] == [0.485, 0.456, 0.406]
+    assert doc["videos"][0]["n_clips"] == 2     # every window: 2 runs x (4 frames / 4)
 
 
 def test_usage_and_model_file_errors_exit_2(videos, video_model, tmp_path, capsys):

@@ -29,7 +29,10 @@ def test_save_and_load_model_file_roundtrip(tmp_path):
     blob = torch.load(path, weights_only=True)                                # plain: no pickled classes
     assert set(blob) == {"model", "config", "input", "meta"} and blob["config"]["model"]["img_size"] == 32
     stored = {"preprocess": {"crop_size": 48, "margin": 0.3, "detect_scale": 0.4, "num_segments": 3,
-                             "frames_per_segment": 6}, "model": {"img_size": 32, "num_frames": 4}}
+                             "frames_per_segment": 6, "min_face_px": 80, "min_frames": 16, "max_faces": 4},
+              "model": {"img_size": 32, "num_frames": 4},
+              "scoring": {"frame_level": False, "clip_frames": 4, "max_clips_per_video": 2},
+              "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "channel_order": "RGB"}}
     assert blob["input"] == stored
     loaded, cfg2, meta = load_model_file(path)
     assert cfg2 == cfg and meta == {"epoch": 3, "val_auc": 0.75, "source": str(tmp_path / "x"), "input": stored}
@@ -47,6 +50,67 @@ def test_old_model_file_without_settings_loads_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="does not record the preprocessing"):
         _, cfg2, meta = load_model_file(path)
     assert cfg2 == cfg and meta == {"epoch": 1, "input": None}
+
+
+def test_a_model_file_of_the_previous_layout_falls_back_with_a_warning(tmp_path):
+    """A file with the first ``input`` layout (five preprocess keys, no scoring, no normalize): the
+    frame rule of its arch, the fallback params' clips per video, ImageNet mean / std, and one warning
+    naming every missing key."""
+    from stfmamba.config import EvalConfig, Params
+    from stfmamba.models.checkpoint import input_spec
+    cfg = STFV8Config.debug()
+    path = tmp_path / "v1.pt"
+    torch.save({"model": build_model(cfg).state_dict(), "config": dataclasses.asdict(cfg), "meta": {},
+                "input": {"preprocess": {"crop_size": 48, "margin": 0.3, "detect_scale": 0.4, "num_segments": 3,
+                                         "frames_per_segment": 6}, "model": {"img_size": 32, "num_frames": 4}}}, path)
+    _, cfg2, meta = load_model_file(path)
+    with pytest.warns(UserWarning, match=r"does not record preprocess\.min_face_px, preprocess\.min_frames, "
+                                         r"preprocess\.max_faces, scoring\.frame_level.*normalize"):
+        spec = input_spec(meta, cfg2, model_path=path, fallback=Params(eval=EvalConfig(max_clips_per_video=5)))
+    assert spec.frame_level is False and spec.clip_frames == 4 and spec.max_clips_per_video == 5
+    assert spec.norm.mean == (0.485, 0.456, 0.406) and spec.norm.std == (0.229, 0.224, 0.225)
+    assert spec.preprocess_config().max_faces == 4 and spec.preprocess_config().crop_size == 48
+
+
+def test_model_file_records_the_timm_models_normalisation_and_kind(tmp_path):
+    """Mean / std come from timm's pretrained config of the model's timm network: 0.5 / 0.5 for
+    tf_efficientnet_lite0 (inputs in [-1, 1]), as a frame classifier and as the video model's trunk;
+    a frame model is recorded as one, scored on ``baseline.eval_frames`` single frames."""
+    from stfmamba.config import BaselineConfig, Params
+    from stfmamba.models.checkpoint import input_spec
+    pre = PreprocessConfig(num_segments=2, frames_per_segment=4, crop_size=64)
+    params = Params(baseline=BaselineConfig(arch="tf_efficientnet_lite0", img_size=32, eval_frames=7))
+    cfg = STFV8Config.frame_baseline(params)
+    model = build_model(cfg)
+    assert model.data_config["mean"] == (0.5, 0.5, 0.5) and model.data_config["std"] == (0.5, 0.5, 0.5)
+    save_model_file(tmp_path / "frame.pt", model, cfg, preprocess=pre, max_clips_per_video=7)
+    loaded, cfg2, meta = load_model_file(tmp_path / "frame.pt")
+    assert meta["input"]["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3, "channel_order": "RGB"}
+    assert meta["input"]["scoring"] == {"frame_level": True, "clip_frames": 1, "max_clips_per_video": 7}
+    spec = input_spec(meta, cfg2, model_path="frame.pt")
+    assert spec.frame_level and spec.clip_frames == 1 and spec.norm.mean == (0.5,) * 3 and not spec.missing
+    video = small(STFV8Config.phase_a())
+    video = dataclasses.replace(video, model=dataclasses.replace(video.model, spatial_backbone="tf_efficientnet_lite0"))
+    trunk_model = build_model(video)
+    assert trunk_model.data_config["mean"] == (0.5, 0.5, 0.5)
+    save_model_file(tmp_path / "video.pt", trunk_model, video, preprocess=pre)
+    _, _, meta = load_model_file(tmp_path / "video.pt")
+    assert meta["input"]["normalize"]["std"] == [0.5] * 3 and meta["input"]["scoring"]["frame_level"] is False
+    assert build_model(small(STFV8Config.phase_a())).data_config["mean"] == (0.485, 0.456, 0.406)  # conv stem
+
+
+def test_recorded_normalisation_wins_over_the_rebuilt_models(tmp_path):
+    """If the rebuilt model's data_config disagrees with the recorded mean / std (a timm upgrade),
+    loading warns and scoring keeps the recorded values the model was trained with."""
+    from stfmamba.models.checkpoint import input_spec
+    cfg = STFV8Config.debug()
+    path = save_model_file(tmp_path / "m.pt", build_model(cfg), cfg, preprocess=PreprocessConfig())
+    blob = torch.load(path, weights_only=True)
+    blob["input"]["normalize"] = {"mean": [0.5] * 3, "std": [0.5] * 3, "channel_order": "RGB"}
+    torch.save(blob, path)
+    with pytest.warns(UserWarning, match="scoring uses the recorded values"):
+        _, cfg2, meta = load_model_file(path)
+    assert input_spec(meta, cfg2).norm.mean == (0.5, 0.5, 0.5)
 
 
 def test_model_files_hold_only_plain_values(tmp_path):

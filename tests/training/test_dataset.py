@@ -59,9 +59,15 @@ def test_no_usable_videos_is_a_clear_error(tiny_dataset, tmp_path):
 
 def test_normalize_clips_matches_frames_to_tensor(tiny_dataset):
     import numpy as np
-    from stfmamba.data.clips import frames_to_tensor
+    from stfmamba.data.clips import Normalize, frames_to_tensor
     from stfmamba.data.dataset import normalize_clips
     from stfmamba.data.manifest import load_npz
     frames = load_npz(tiny_dataset / "real" / "v00.npz")["frames"][:4, :32, :32]
-    ours = normalize_clips(torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2))
-    assert torch.allclose(ours, frames_to_tensor(frames), atol=1e-6)
+    u8 = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)
+    for mean, std in (((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5,) * 3, (0.5,) * 3)):
+        ours = normalize_clips(u8, mean, std)
+        assert torch.allclose(ours, frames_to_tensor(frames, Normalize(mean, std)), atol=1e-6)
+    # tf_efficientnet_lite0-style 0.5 / 0.5: inputs in [-1, 1]
+    x = normalize_clips(torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(3, 1, 1, 2), (0.5,) * 3,
+                        (0.5,) * 3)
+    assert x.min() == -1.0 and x.max() == 1.0

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stfmamba.data.clips import Normalize
 from stfmamba.config import BaselineConfig, ConfigError, Params, STFV8Config, from_dict, load_params
 from stfmamba.data.manifest import read_manifest
 from stfmamba.evaluation.engine import ClipSpec, score_videos
@@ -119,7 +120,7 @@ def test_frame_baseline_trains_saves_and_scores(tiny_dataset, tmp_path):
     assert paths.model_out.name == "frame.pt" and paths.ckpt_dir.name == "frame"
     m = train(params, "frame", paths)
     assert m["phase"] == "frame" and m["epochs"] == 2 and m["steps"] == 4 and m["skipped_steps"] == 0  # 4 videos x 2 / 4
-    assert 0.0 <= m["best_val_auc"] <= 1.0
+    assert 0.0 <= m["kept_val_auc"] <= 1.0
     assert json.loads(paths.metrics_out.read_text())["steps"] == 4
     assert (paths.live_dir / "plots" / "metrics" / "train" / "loss_ce.tsv").is_file()
     assert not (paths.live_dir / "plots" / "metrics" / "train" / "loss_hll.tsv").exists()
@@ -131,6 +132,6 @@ def test_frame_baseline_trains_saves_and_scores(tiny_dataset, tmp_path):
     rows = rows[rows["split"] == "val"]
     spec = ClipSpec(NUM_SEGMENTS, FRAMES_PER_SEGMENT, 1, 32, 3)       # 3 evenly spaced single frames
     assert spec.starts() == [0, 4, 7]
-    videos, clips = score_videos(model, rows, tiny_dataset, spec, batch_size=8, progress=False)
+    videos, clips = score_videos(model, rows, tiny_dataset, spec, norm=Normalize.of(model), batch_size=8, progress=False)
     assert (videos["status"] == "ok").all() and (videos["n_clips"] == 3).all()
     assert videos["score"].between(0, 1).all() and len(clips) == 3 * len(rows)

@@ -24,12 +24,13 @@ import pytest
 import torch
 import yaml
 
-from stfmamba.config import to_dict
-from stfmamba.data.clips import ClipSpec, normalize_clips, static_clips
+from stfmamba.config import STFV8Config, to_dict
+from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, ClipSpec, Normalize, static_clips
 from stfmamba.data import dataset as dataset_module
 from stfmamba.data.dataset import VideoSBIDataset
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.evaluation.engine import score_videos, video_clips
+from stfmamba.models import build_model
 from stfmamba.models.checkpoint import load_model_file
 from stfmamba.training import TrainPaths, train
 
@@ -65,7 +66,8 @@ def test_dataset_and_engine_feed_the_model_the_same_clip(tiny_dataset, monkeypat
     rows = read_manifest(tiny_dataset)
     rows = rows[rows["split"] == "val"]
     rec = Recorder()
-    videos, clips = score_videos(rec, rows, tiny_dataset, spec, batch_size=1, progress=False, amp="off")
+    norm = Normalize.of(build_model(STFV8Config.phase_a(params)))   # the trainer's: the model's data_config
+    videos, clips = score_videos(rec, rows, tiny_dataset, spec, norm=norm, batch_size=1, progress=False, amp="off")
     assert (videos["status"] == "ok").all() and len(clips) == len(ds) == 4
     real_inputs, static_inputs = rec.inputs[0::2], rec.inputs[1::2]   # each batch: real clips, then static
     for k in range(len(ds)):
@@ -75,13 +77,29 @@ def test_dataset_and_engine_feed_the_model_the_same_clip(tiny_dataset, monkeypat
         engine_u8 = video_clips(frames, spec)[spec.starts().index(start)]
         assert real_u8.dtype == engine_u8.dtype == torch.uint8 and real_u8.shape == (3, t, size, size)
         assert torch.equal(real_u8, engine_u8)
-        # the float input the engine gave the model is the trainer's normalize_clips of the dataset's clip
-        assert torch.equal(real_inputs[k][0], normalize_clips(real_u8))
-        assert torch.equal(static_inputs[k][0], static_clips(normalize_clips(real_u8)))
+        # the float input the engine gave the model is the trainer's normalisation of the dataset's clip
+        assert torch.equal(real_inputs[k][0], norm(real_u8))
+        assert torch.equal(static_inputs[k][0], static_clips(norm(real_u8)))
     # the check can fail: the old evaluation resize (torch area on floats) gave other pixels
     clip = torch.from_numpy(np.ascontiguousarray(frames[start:start + t])).permute(3, 0, 1, 2).float()
     old = torch.nn.functional.interpolate(clip, size=(size, size), mode="area")
     assert (old - engine_u8.float()).abs().max() >= 1.0
+
+
+def test_training_validation_normalises_with_the_models_own_mean_and_std():
+    """The trainer's SBI validation feeds the model its own data_config normalisation (here timm's
+    0.5 / 0.5, inputs in [-1, 1]), not a hard-coded ImageNet one."""
+    from stfmamba.training.trainer import evaluate_sbi
+
+    class Half(Recorder):
+        data_config = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+    x = torch.zeros(1, 2, 3, 2, 4, 4, dtype=torch.uint8)
+    x[:, 1] = 255
+    rec = Half()
+    evaluate_sbi(rec, [{"x": x, "y": torch.tensor([[0, 1]])}], torch.device("cpu"), None)
+    seen = rec.inputs[0]                                       # (2, 3, T, H, W): the real, then the fake
+    assert (seen[0] == -1.0).all() and (seen[1] == 1.0).all()
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +116,13 @@ def test_trainer_model_file_is_plain_and_carries_its_input_settings(trained):
     params, paths = trained
     pre = params.preprocess
     expected = {"preprocess": {"crop_size": CROP, "margin": pre.margin, "detect_scale": pre.detect_scale,
-                               "num_segments": pre.num_segments, "frames_per_segment": pre.frames_per_segment},
-                "model": {"img_size": params.model.img_size, "num_frames": params.model.num_frames}}
+                               "num_segments": pre.num_segments, "frames_per_segment": pre.frames_per_segment,
+                               "min_face_px": pre.min_face_px, "min_frames": pre.min_frames,
+                               "max_faces": pre.max_faces},
+                "model": {"img_size": params.model.img_size, "num_frames": params.model.num_frames},
+                "scoring": {"frame_level": False, "clip_frames": params.model.num_frames,
+                            "max_clips_per_video": params.eval.max_clips_per_video},
+                "normalize": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channel_order": "RGB"}}
     for path in (paths.model_out, paths.ckpt_dir / "best.pt"):
         blob = torch.load(path, weights_only=True)
         assert blob["input"] == expected and blob["meta"]["phase"] == "a"
@@ -107,7 +130,7 @@ def test_trainer_model_file_is_plain_and_carries_its_input_settings(trained):
     assert meta["input"] == expected and cfg.model == params.model
 
 
-def _stage_dir(tmp_path: Path, params, paths, tiny_dataset, **preprocess) -> Path:
+def _stage_dir(tmp_path: Path, params, paths, tiny_dataset, eval_cfg=None, **preprocess) -> Path:
     """A project folder for ``stages/evaluate.py --phase a``: models/phase_a.pt, params.yaml and
     the tiny dataset with a test split (three of its videos relabelled as fakes)."""
     work = tmp_path / "project"
@@ -120,7 +143,8 @@ def _stage_dir(tmp_path: Path, params, paths, tiny_dataset, **preprocess) -> Pat
     m.loc[3:, "label"], m.loc[3:, "method"] = 1, "Relabelled"
     m.to_csv(data / "manifest.csv", index=False)
     p = dataclasses.replace(params, data=dataclasses.replace(params.data, preprocessed_dir="preprocessed"),
-                            preprocess=dataclasses.replace(params.preprocess, **preprocess))
+                            preprocess=dataclasses.replace(params.preprocess, **preprocess),
+                            eval=eval_cfg or params.eval)
     (work / "params.yaml").write_text(yaml.safe_dump(to_dict(p)))
     return work
 
@@ -142,6 +166,18 @@ def test_evaluation_stage_uses_the_model_file_settings(trained, tiny_dataset, tm
     assert m["failed"]["overall"] == {"real": 0, "fake": 0} and m["auc_fail05"] == m["auc"]
     lo, hi = m["auc_ci95"]["overall"]
     assert lo <= m["auc"]["overall"] <= hi
+    assert "override" not in p.stdout      # the params the model was trained with: nothing overridden
+    scores = pd.read_csv(work / "plots" / "eval_phase_a" / "scores.csv")
+    assert (scores["n_clips"] == params.eval.max_clips_per_video).all()   # the model file's clips per video
+
+    # a params value that differs from the model file's overrides it, and says so
+    one = _stage_dir(tmp_path / "one", params, paths, tiny_dataset,
+                     eval_cfg=dataclasses.replace(params.eval, max_clips_per_video=1))
+    p = _evaluate(one)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (f"override: scoring.max_clips_per_video=1 from params.yaml (eval.max_clips_per_video) (the model file "
+            f"models/phase_a.pt records {params.eval.max_clips_per_video})") in p.stdout
+    assert (pd.read_csv(one / "plots" / "eval_phase_a" / "scores.csv")["n_clips"] == 1).all()
 
     bad = _stage_dir(tmp_path / "bad", params, paths, tiny_dataset, margin=0.4)
     p = _evaluate(bad)

@@ -92,16 +92,16 @@ def test_mask_head_learns_where_the_blend_is(tiny_dataset):
     region of the fakes above the rest of the frame (the gradient reaches the head through the
     real pipeline). Telling a blended region from the same region of the real clip takes far more
     training than a unit test has; the demo's metrics measure that."""
-    from stfmamba.data.clips import normalize_clips
+    from stfmamba.data.clips import Normalize
     torch.manual_seed(0)
     p = tiny_params(tiny_dataset, mask_loss_weight=1.0)
     cfg = STFV8Config.phase_a(p)
     ds = VideoSBIDataset.from_params(p, "val", False)
     batch = [ds[i] for i in range(len(ds))]
-    x = normalize_clips(torch.cat([b["x"] for b in batch]))           # (2N, 3, T, S, S)
+    model, loss_fn = build_model(cfg), STFV8Loss(cfg)
+    x = Normalize.of(model)(torch.cat([b["x"] for b in batch]))       # (2N, 3, T, S, S)
     y = torch.cat([b["y"] for b in batch])
     masks = torch.cat([b["mask"] for b in batch])                      # (2N, T, S, S)
-    model, loss_fn = build_model(cfg), STFV8Loss(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     first = None
     for _ in range(60):

@@ -78,8 +78,9 @@ def test_two_epochs_lower_the_training_loss(tiny_dataset, tmp_path):
     val = [float(r.split("\t")[1]) for r in
            (paths.live_dir / "plots" / "metrics" / "val" / "sbi_auc.tsv").read_text().split("\n")[1:] if r]
     # training.select: best (the default) keeps the epoch with the highest SBI-val AUC
-    assert m["select"] == "best" and m["best_val_auc"] == pytest.approx(max(val))
-    assert m["best_epoch"] == 1 + val.index(max(val)) and m["last_val_auc"] == pytest.approx(val[-1])
+    assert m["select"] == "best" and m["kept_val_auc"] == pytest.approx(max(val))
+    assert m["kept_epoch"] == 1 + val.index(max(val)) and m["last_val_auc"] == pytest.approx(val[-1])
+    assert (m["best_epoch"], m["best_val_auc"]) == (m["kept_epoch"], m["kept_val_auc"])   # select: best only
     saved = json.loads(paths.metrics_out.read_text())
     assert saved["steps"] == 16 and saved["budget_stopped"] is False
     model, cfg, meta = load_model_file(paths.model_out)
@@ -105,8 +106,10 @@ def test_select_keeps_the_last_or_the_best_epoch(tiny_dataset, tmp_path, monkeyp
     monkeypatch.setattr(trainer_mod, "evaluate_sbi", lambda *a, **k: {"auc": next(aucs), "acc": 0.5, "n_clips": 2})
     params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), select=select, epochs_phase_a=2)
     m, paths = _run(params, "a", tmp_path)
-    assert m["select"] == select and m["best_epoch"] == kept
-    assert m["best_val_auc"] == pytest.approx([0.9, 0.6][kept - 1]) and m["last_val_auc"] == pytest.approx(0.6)
+    assert m["select"] == select and m["kept_epoch"] == kept
+    assert m["kept_val_auc"] == pytest.approx([0.9, 0.6][kept - 1]) and m["last_val_auc"] == pytest.approx(0.6)
+    # best_* names the kept model only where it is the best one (select: best); not with select: last
+    assert ("best_val_auc" in m) == (select == "best") and ("best_epoch" in m) == (select == "best")
     _, _, meta = load_model_file(paths.model_out)
     assert meta["epoch"] == kept - 1 and meta["val_auc"] == pytest.approx([0.9, 0.6][kept - 1])
 
