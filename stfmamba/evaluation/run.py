@@ -159,7 +159,7 @@ def evaluate_dataset(model: torch.nn.Module, spec, name: str, dataset_dir: str |
                                  batch_size=ev.batch_size,
                                  num_workers=ev.num_workers, device=device or default_device(), amp=amp,
                                  progress=progress)
-    temporal = model_cfg.num_frames > 1   # a frame model's static clip is its clip: no temporal gain
+    temporal = spec.clip_frames > 1   # a frame model's static clip is its clip: no temporal gain
     metrics = write_dataset_report(Path(out_dir), videos, clips, title=f"{name}: video-level ROC / AUC",
                                    temporal=temporal)
     print(describe_failures(name, videos))

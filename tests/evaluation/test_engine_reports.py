@@ -131,7 +131,7 @@ def test_clip_cap_is_evenly_spaced():
 def test_cross_summary_carries_the_new_keys_and_the_gain_plot(dataset, tmp_path):
     from stfmamba.evaluation.run import DatasetResult, write_cross_summary
     root, manifest = dataset
-    videos, clips = score_videos(Brightness(), manifest, root, SPEC, batch_size=4, progress=False, amp="off")
+    videos, clips = score_videos(Brightness(), manifest, root, SPEC, norm=Normalize(IMAGENET_MEAN, IMAGENET_STD), batch_size=4, progress=False, amp="off")
     r = DatasetResult("t", videos, clips, summarize(videos, clips))
     m = write_cross_summary(tmp_path / "cross", [r])
     for k in ("auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "temporal_gain", "temporal_gain_ci95"):

@@ -219,13 +219,14 @@ def test_timm_trunk_loads_a_local_weights_file_and_errors_clearly(tmp_path):
                                                                pretrained=str(weights)))
     model = build_model(cfg)
     trunk = dict(model.stem.net.named_parameters())
-    assert "stem_0.weight" in trunk
+    assert "stem.0.weight" in trunk
     for name, p in trunk.items():   # every loaded tensor survives the model's own weight init
         assert torch.all(p == 0.125), name
     out = model(torch.randn(1, 3, 4, 32, 32))
     assert out["logits"].shape == (1, 2)
     missing = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(tmp_path / "nope.pth")))
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    from stfmamba.models.pretrained import WeightsError
+    with pytest.raises(WeightsError, match="nope.pth"):
         build_model(missing)
 
 
@@ -240,5 +241,5 @@ def test_timm_trunk_hub_without_network_says_what_to_do(monkeypatch, tmp_path):
     base = STFV8Config.debug()
     cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, spatial_backbone="convnextv2_atto",
                                                                pretrained="hub"))
-    with pytest.raises(RuntimeError, match="local file path"):
+    with pytest.raises(RuntimeError, match="copy the weights file to this machine"):
         build_model(cfg)

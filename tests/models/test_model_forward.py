@@ -151,7 +151,9 @@ def test_timm_trunk_at_stride_8_feeds_stage_1_at_h_over_8():
     out = model(x)
     out["logits"].sum().backward()
     assert seen["stage1"][2:4] == (8, 8)                    # (B, T, H/8, W/8, C)
-    assert model.stem.net.feature_info.reduction()[-1] == 8  # only the layers up to stride 8 are built
+    names = [n for n, _ in model.stem.net.named_parameters()]
+    assert any(n.startswith("layer2.") for n in names)      # only the layers up to stride 8 are kept
+    assert not any(n.startswith(("layer3.", "layer4.", "fc.")) for n in names)
     assert out["logits"].shape == (2, 2) and torch.isfinite(out["hll_energy"]).all()
     with pytest.raises(ConfigError, match="trunk_stride=8 needs a timm trunk"):
         ModelConfig(trunk_stride=8)
