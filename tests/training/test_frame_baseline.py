@@ -107,7 +107,7 @@ def test_local_weights_file_is_loaded_and_errors_are_clear(tmp_path, monkeypatch
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)      # no network: fail fast, say what to do
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="local file path"):
+    with pytest.raises(RuntimeError, match="copy the weights file to this machine"):
         build_model(frame_cfg(pretrained="hub"))
 
 
