@@ -148,11 +148,12 @@ class Scorer:
         self.spec = spec.clip_spec(pre)
         self.model, self.device, self.amp, self.batch_size = model.to(device).eval(), device, amp, batch_size
 
-    def __call__(self, frames: np.ndarray) -> tuple[list[int], np.ndarray]:
+    def __call__(self, frames: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[list[int], np.ndarray]:
         """Score the evaluation clips of one video.
 
         Args:
             frames: ``(N, S, S, 3)`` uint8 RGB crops (``N = num_segments * frames_per_segment``).
+            landmarks: ``(N, 68, 2)`` landmarks in crop pixels (needed by a model with a mouth stream).
 
         Returns:
             ``(starts, probs)``: each clip's first index into ``frames`` and its fake probability ``(K,)``.
@@ -161,15 +162,15 @@ class Scorer:
             ValueError: no clip fits, or the model output is not finite (the reason).
         """
         import torch
-        from stfmamba.evaluation.engine import autocast_for, video_clips
+        from stfmamba.evaluation.engine import clip_probs, video_clips, video_mouth_clips
         clips = video_clips(frames, self.spec)            # (K, 3, T, H, W) uint8
+        mouths = None if self.spec.mouth_size is None else video_mouth_clips(frames, landmarks, self.spec)
         probs = []
         with torch.no_grad():
             for i in range(0, len(clips), self.batch_size):
-                x = self.norm(clips[i:i + self.batch_size].to(self.device))   # (B, 3, T, H, W) float
-                with autocast_for(self.device, self.amp):
-                    logits = self.model(x)["logits"]
-                probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())   # (B,)
+                sl = slice(i, i + self.batch_size)
+                probs.append(clip_probs(self.model, clips[sl], self.norm, self.device, self.amp,
+                                        None if mouths is None else mouths[sl]))   # (B,)
         p = np.concatenate(probs).astype(np.float64)
         if not np.all(np.isfinite(p)):
             raise ValueError("non-finite model output")
@@ -190,7 +191,7 @@ def predict_video(path: Path, name: str, pre, scorer: Scorer) -> tuple[Predictio
     pred = Prediction(video=name, path=str(path))
     try:
         faces = process_faces(path, pre)
-        scored = [scorer(fc.frames) for fc in faces]
+        scored = [scorer(fc.frames, fc.landmarks) for fc in faces]
     except VideoError as err:
         pred.reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
         return pred, [], []
