@@ -11,7 +11,9 @@ margin, detect_scale, num_segments, frames_per_segment, min_face_px, min_frames,
 crops, up to ``max_faces`` face tracks), and the crops become model input through the evaluation
 engine's path (:func:`stfmamba.evaluation.engine.video_clips`: ``clip_frames``-frame windows of
 every run, at most ``max_clips_per_video`` of them evenly spaced, :func:`~stfmamba.data.clips.model_clip`
-resize; then the model's recorded mean / std, :class:`~stfmamba.data.clips.Normalize`). A clip's
+resize; then the model's recorded mean / std, :class:`~stfmamba.data.clips.Normalize`; a model with a
+mouth stream also gets each clip's mouth clip, :func:`~stfmamba.data.clips.mouth_clip` with the face
+track's landmarks, :func:`stfmamba.evaluation.engine.video_mouth_clips`). A clip's
 score is its fake probability (softmax class 1); the video's score is the max over its faces of
 the mean over that face's clips (SBI's protocol). A frame model (``input.scoring.frame_level``,
 e.g. ``models/frame.pt``) scores single frames: ``max_clips_per_video`` evenly spaced frames
