@@ -160,3 +160,15 @@ def test_model_file_round_trip_with_the_mouth_stream(tmp_path):
     old = input_spec({"input": {"preprocess": {}, "model": {"img_size": 32, "num_frames": T}}},
                      mouth_cfg(on=False), warn=False)
     assert not old.mouth_stream and old.clip_spec(pre).mouth_size is None
+
+
+def test_phase_a_mouth_stream_loads_whole_into_phase_b():
+    from stfmamba.config import Params
+    from stfmamba.models.checkpoint import load_flexible
+    p = Params()
+    p = dataclasses.replace(p, model=mouth_cfg().model)
+    a, b = build_model(STFV8Config.phase_a(p)), build_model(STFV8Config.phase_b(p))
+    report = load_flexible(b, a.state_dict())
+    touched = report.missing + report.unexpected + report.mismatched
+    assert report.missing and not any(k.startswith(("mouth.", "head.")) for k in touched)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items() if k.startswith("mouth."))
