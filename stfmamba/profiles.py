@@ -146,6 +146,8 @@ def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
     m, tr = params.model, params.training
     x = torch.randn(2 * tr.batch_size, 3, m.num_frames, m.img_size, m.img_size, device=device)
     y = torch.arange(2 * tr.batch_size, device=device) % 2
+    kw = ({"mouth": torch.randn(2 * tr.batch_size, 3, m.num_frames, m.mouth_size, m.mouth_size, device=device)}
+          if getattr(model, "needs_mouth", False) else {})   # model.mouth_stream: the second input
     from stfmamba.amp import resolve_amp
     amp = resolve_amp(tr.amp, device)
     times = []
@@ -154,7 +156,7 @@ def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(device_type=device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            total, _ = loss_fn(model(x), y)
+            total, _ = loss_fn(model(x, **kw), y)
         total.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -100,14 +100,27 @@ class PairAugConfig:
     shift: float = 0.04            # max shift of the jitter, fraction of the side
 
 
-def build_pair_transform() -> A.Compose:
-    """Flip, colour jitter and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``."""
-    return A.Compose([
+def build_pair_transform(keypoints: bool = False) -> A.Compose:
+    """Flip, colour jitter and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``.
+
+    ``keypoints=True`` also accepts ``keypoints=(K, 2)`` (x, y pixels; flipped with the frames, never
+    dropped): the landmarks of the mouth stream. The random draws and the images are the same either way.
+    """
+    tfs = [
         A.HorizontalFlip(p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
         A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=10, p=0.3),
         A.ImageCompression(quality_range=(60, 100), p=0.5),
-    ])
+    ]
+    if keypoints:
+        return A.Compose(tfs, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+    return A.Compose(tfs)
+
+
+def jitter_matrix(h: int, w: int, zoom: float, dx: float, dy: float) -> np.ndarray:
+    """The ``2 x 3`` affine map of :func:`scale_jitter` (source pixel -> augmented pixel)."""
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    return np.array([[zoom, 0.0, cx - zoom * cx + dx * w], [0.0, zoom, cy - zoom * cy + dy * h]], np.float32)
 
 
 def scale_jitter(frames: np.ndarray, zoom: float, dx: float, dy: float) -> np.ndarray:
@@ -123,14 +136,14 @@ def scale_jitter(frames: np.ndarray, zoom: float, dx: float, dy: float) -> np.nd
         an array like ``frames``.
     """
     h, w = frames.shape[1:3]
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    m = np.array([[zoom, 0.0, cx - zoom * cx + dx * w], [0.0, zoom, cy - zoom * cy + dy * h]], np.float32)
+    m = jitter_matrix(h, w, zoom, dx, dy)
     return np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
                      for f in frames])
 
 
 def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, cfg: PairAugConfig = PairAugConfig(),
-                 transform: A.Compose | None = None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                 transform: A.Compose | None = None, mask: np.ndarray | None = None,
+                 landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Apply the same augmentation to a real clip and its fake.
 
     Args:
@@ -141,14 +154,19 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
         transform: a prebuilt :func:`build_pair_transform`.
         mask: optional ``(T, H, W)`` float32 blend mask of the fake; it gets the same geometric
             changes (zoom / shift, flip) as the frames and none of the photometric ones.
+        landmarks: optional ``(T, 68, 2)`` landmarks of the clip (crop pixels), moved with the frames'
+            zoom / shift and flip (the mouth stream cuts its box from the augmented frames with them);
+            ``transform`` must then be ``build_pair_transform(keypoints=True)`` (built so when ``None``).
 
     Returns:
         ``(real, fake, info)`` with ``info = {"qp": int or None, "zoom": float or None}`` and, when
-        ``mask`` is given, ``info["mask"]`` (the transformed mask). The random draws are the same
-        with or without a mask.
+        ``mask`` is given, ``info["mask"]`` (the transformed mask), when ``landmarks`` are given
+        ``info["landmarks"]`` (moved). The random draws are the same with or without a mask or landmarks.
     """
     t = real.shape[0]
-    tf = transform or build_pair_transform()
+    tf = transform or build_pair_transform(keypoints=landmarks is not None)
+    if landmarks is not None:
+        landmarks = np.asarray(landmarks, np.float32)
     tf.set_random_seed(int(rng.integers(2**31 - 1)))
     both = np.concatenate([real, fake])
     zoom = None
@@ -158,14 +176,23 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
         both = scale_jitter(both, zoom, *shift)
         if mask is not None:
             mask = scale_jitter(mask, zoom, *shift)
+        if landmarks is not None:
+            m = jitter_matrix(*both.shape[1:3], zoom, *shift)
+            landmarks = landmarks @ m[:, :2].T + m[:, 2]
+    kw = {} if landmarks is None else {"keypoints": landmarks.reshape(-1, 2)}
     if mask is None:
-        both = tf(images=both)["images"]
+        out = tf(images=both, **kw)
+        both = out["images"]
     else:
-        out = tf(images=both, masks=np.ascontiguousarray(mask, np.float32))
+        out = tf(images=both, masks=np.ascontiguousarray(mask, np.float32), **kw)
         both, mask = out["images"], np.asarray(out["masks"], np.float32)
+    if landmarks is not None:
+        landmarks = np.asarray(out["keypoints"], np.float32)[:, :2].reshape(landmarks.shape)
     qp = None
     if cfg.compression and rng.random() < cfg.compression_prob:
         qp = int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
         both = np.concatenate([h264_roundtrip(both[:t], qp), h264_roundtrip(both[t:], qp)])
     info = {"qp": qp, "zoom": zoom} | ({} if mask is None else {"mask": np.ascontiguousarray(mask)})
+    if landmarks is not None:
+        info["landmarks"] = landmarks
     return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), info

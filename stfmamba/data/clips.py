@@ -25,6 +25,14 @@ The training dataset (:class:`~stfmamba.data.dataset.VideoSBIDataset`) applies s
 clip and to its SBI fake, the evaluation engine (:mod:`stfmamba.evaluation.engine`) to every test
 clip; both then call :func:`normalize_clips`. :func:`frames_to_tensor` chains the four steps for
 one clip.
+
+**The mouth stream** (``model.mouth_stream``): :func:`mouth_clip` cuts one still square box around
+the clip's lip landmarks (iBUG points 48–67, :data:`stfmamba.data.faces.MOUTH`; the union over the
+clip's frames, :data:`MOUTH_MARGIN` on each side) from the stored crops and resizes it to
+``model.mouth_size``. One box per clip: the mouth crop moves exactly as the face crop does (not at
+all), so it adds no box-motion cue. Training cuts it from the (augmented) real and fake frames with
+the same landmarks, evaluation and prediction from the npz frames; it then travels and is
+normalised like the face clip (steps 3–4).
 """
 from __future__ import annotations
 
@@ -33,12 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+MOUTH_MARGIN = 0.25   # mouth box: the lip landmarks' box side x (1 + 2 * margin), centred on it (model file: input.model.mouth_margin)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # the built-in conv stem's input (and old model files' fallback)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNEL_ORDER = "RGB"                    # the npz crops', and every model's
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CHANNEL_ORDER", "ClipSpec", "Normalize", "clip_starts",
-           "random_clip_start", "model_clip", "clip_tensor", "normalize_clips", "frames_to_tensor", "static_clips"]
+           "random_clip_start", "model_clip", "mouth_box", "mouth_clip", "mouth_tensor",
+           "clip_tensor", "normalize_clips", "frames_to_tensor", "static_clips"]
 
 
 def clip_starts(num_segments: int, frames_per_segment: int, num_frames: int) -> list[int]:
@@ -62,6 +72,8 @@ class ClipSpec:
     num_frames: int          # model clip length T (model.num_frames)
     img_size: int            # model input side H = W (model.img_size)
     max_clips_per_video: int | None = None  # scoring: cap on clips per video (evenly spaced); None = all
+    mouth_size: int | None = None   # mouth stream side (model.mouth_size); None = the model has no mouth stream
+    mouth_margin: float = MOUTH_MARGIN   # the mouth box margin the model was trained with
 
     @property
     def stored_frames(self) -> int:
@@ -101,6 +113,64 @@ def model_clip(frames: np.ndarray, img_size: int) -> np.ndarray:
         return frames
     import cv2
     return np.stack([cv2.resize(f, (img_size, img_size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def mouth_box(landmarks: np.ndarray, margin: float = MOUTH_MARGIN) -> tuple[int, int, int]:
+    """The still square mouth box of a clip: ``(x0, y0, side)`` in integer crop pixels.
+
+    The box of the lip landmarks (points 48–67) of every frame together, its larger side times
+    ``1 + 2 * margin``, centred on that box (as :func:`stfmamba.data.faces.square_box` makes the
+    face box). Raises ValueError for landmarks that are not ``(T, 68, 2)`` or not finite.
+    """
+    from stfmamba.data.faces import MOUTH
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise ValueError(f"landmarks must be (T, 68, 2), got {lm.shape}")
+    pts = lm[:, MOUTH].reshape(-1, 2)
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("mouth landmarks are not finite")
+    lo, hi = pts.min(0), pts.max(0)
+    c = (lo + hi) / 2
+    side = max(int(round(float((hi - lo).max()) * (1 + 2 * margin))), 4)
+    return int(round(c[0] - side / 2)), int(round(c[1] - side / 2)), side
+
+
+def mouth_clip(frames: np.ndarray, landmarks: np.ndarray, size: int, margin: float = MOUTH_MARGIN) -> np.ndarray:
+    """The mouth region of a clip: one still box around its lip landmarks, resized (the mouth stream's input).
+
+    Args:
+        frames: ``(T, S, S, 3)`` uint8 RGB crops (the npz's, or a fake made from them).
+        landmarks: ``(T, 68, 2)`` landmarks in the crops' pixels (the npz's ``landmarks``).
+        size: output side (``model.mouth_size``).
+        margin: box margin (:func:`mouth_box`).
+
+    Returns:
+        ``(T, size, size, 3)`` uint8: the same box in every frame (zeros where it leaves the crop),
+        OpenCV ``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when enlarging.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, S, S, 3) uint8, got {frames.shape} {frames.dtype}")
+    if len(landmarks) != len(frames):
+        raise ValueError(f"{len(landmarks)} landmark frames for {len(frames)} frames")
+    import cv2
+    x0, y0, side = mouth_box(landmarks, margin)
+    h, w = frames.shape[1:3]
+    ya, yb = min(max(y0, 0), h), max(min(y0 + side, h), 0)
+    xa, xb = min(max(x0, 0), w), max(min(x0 + side, w), 0)
+    sub = frames[:, ya:max(ya, yb), xa:max(xa, xb)]
+    top, left = min(max(ya - y0, 0), side), min(max(xa - x0, 0), side)
+    pad = ((0, 0), (top, side - top - sub.shape[1]), (left, side - left - sub.shape[2]), (0, 0))
+    if any(a or b for a, b in pad):
+        sub = np.pad(sub, pad)                                     # zeros outside the crop
+    if side == size:
+        return np.ascontiguousarray(sub)
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=interp) for f in sub])
+
+
+def mouth_tensor(frames: np.ndarray, landmarks: np.ndarray, size: int, margin: float = MOUTH_MARGIN) -> torch.Tensor:
+    """:func:`mouth_clip` channels first: ``(3, T, size, size)`` uint8 (like :func:`clip_tensor`)."""
+    return torch.from_numpy(mouth_clip(frames, landmarks, size, margin)).permute(3, 0, 1, 2)
 
 
 def model_mask(mask: np.ndarray, img_size: int) -> np.ndarray:

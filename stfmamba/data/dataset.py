@@ -17,6 +17,11 @@ clip from the same per-clip generator; items then also carry ``"frame_y": (2, T)
 real's zeros, the fake's per-frame manipulation strength). With the flag off nothing is drawn for
 it and every item is what it was before.
 
+With ``model.mouth_stream`` (``mouth_size``) items also carry ``"mouth": (2, 3, T, s, s) uint8``: the
+mouth clips of the real and of the fake, cut by :func:`~stfmamba.data.clips.mouth_clip` (the
+evaluation engine's function) from the final (augmented) frames with the same landmarks, moved
+with the common augmentation's zoom / shift / flip — identical cropping for the real and its fake.
+
 Item: ``{"x": (2, 3, T, H, W) uint8 (real, fake), "y": (2,) int64 = (0, 1), "index": int}``. The clips
 stay uint8 until they reach the device, where :func:`normalize_clips` (with the model's own mean / std,
 ``model.data_config``) turns them into floats. Resizing and normalisation are the crop contract of
@@ -36,7 +41,8 @@ from torch.utils.data import Dataset
 
 from stfmamba.config import ConfigError, Params
 from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transform
-from stfmamba.data.clips import ClipSpec, clip_starts, model_clip, model_mask, normalize_clips, random_clip_start
+from stfmamba.data.clips import (ClipSpec, clip_starts, model_clip, model_mask, mouth_clip, normalize_clips,
+                                 random_clip_start)
 from stfmamba.data.manifest import load_npz, read_manifest
 from stfmamba.data.sbi import SBIConfig, build_source_transform, self_blend_clip
 from stfmamba.data.temporal import ClipContext, TemporalConfig, temporal_fake_clip
@@ -101,12 +107,15 @@ class VideoSBIDataset(Dataset):
         clips_per_video: items per video per epoch in training.
         seed: base seed of every per-clip generator.
         temporal: the temporal pseudo-fake family, or ``None`` (Video-SBI only).
+        mouth_size: side of the items' mouth clips (``model.mouth_size`` with ``model.mouth_stream``),
+            or ``None``: no mouth clips.
     """
 
     def __init__(self, dataset_dir: str | Path, split: str, spec: ClipSpec, sbi: SBIConfig = SBIConfig(),
                  aug: PairAugConfig | None = None, train: bool = True, clips_per_video: int = 1, seed: int = 0,
-                 temporal: TemporalConfig | None = None):
+                 temporal: TemporalConfig | None = None, mouth_size: int | None = None):
         self.dataset_dir = Path(dataset_dir)
+        self.mouth_size = mouth_size
         self.split, self.spec, self.sbi, self.aug = split, spec, sbi, aug
         self.temporal = temporal
         self.train, self.clips_per_video, self.seed = train, clips_per_video, seed
@@ -151,8 +160,9 @@ class VideoSBIDataset(Dataset):
         sbi = sbi_config(f)
         tr = training or params.training
         aug = PairAugConfig(compression=f.use_compression_aug, qp_min=tr.qp_min, qp_max=tr.qp_max) if train else None
+        mouth = m.mouth_size if m.mouth_stream and not m.frame_level else None
         return cls(Path(params.data.preprocessed_dir) / params.data.train, split, spec, sbi, aug, train,
-                   tr.clips_per_video, tr.seed, temporal_config(f, tr))
+                   tr.clips_per_video, tr.seed, temporal_config(f, tr), mouth)
 
     def set_epoch(self, epoch: int) -> None:
         """Training draws new clips and fakes each epoch (seeded by ``(seed, epoch, index)``)."""
@@ -178,10 +188,12 @@ class VideoSBIDataset(Dataset):
             common_aug: apply the augmentations shared by real and fake (when the dataset has any).
 
         Returns:
-            ``{"real", "fake", "mask", "frame_target", "kind"}``: ``(T, S, S, 3)`` uint8 twice, the
+            ``{"real", "fake", "mask", "frame_target", "kind", "landmarks"}``: ``(T, S, S, 3)`` uint8 twice, the
             effective blend mask ``(T, S, S)`` float32 (after the common augmentation's zoom, shift
             and flip when ``common_aug``), the fake's per-frame strength ``(T,)`` float32 and the
-            fake's kind (``"sbi"`` or a key of :data:`~stfmamba.data.temporal.TEMPORAL_KINDS`).
+            fake's kind (``"sbi"`` or a key of :data:`~stfmamba.data.temporal.TEMPORAL_KINDS`) and the
+            clip's ``(T, 68, 2)`` landmarks in the returned frames' pixels (moved with the common
+            augmentation when the dataset has a mouth stream; the stored ones otherwise).
             Before the common augmentation the fake equals the real exactly wherever ``mask == 0``.
         """
         vid, start = self.items[index]
@@ -194,7 +206,8 @@ class VideoSBIDataset(Dataset):
         frames = data["frames"][start:start + s.num_frames]
         lms = data["landmarks"][start:start + s.num_frames]
         if self._src_tf is None:
-            self._src_tf, self._pair_tf = build_source_transform(), build_pair_transform()
+            self._src_tf = build_source_transform()
+            self._pair_tf = build_pair_transform(keypoints=self.mouth_size is not None)
         res, kind = None, "sbi"
         if self.temporal is not None and rng.random() < self.temporal.prob:   # no draw when the family is off
             run = (start // s.frames_per_segment) * s.frames_per_segment      # the run the clip is cut from
@@ -211,9 +224,12 @@ class VideoSBIDataset(Dataset):
         real, fake = res.real, res.fake          # the real is SBI's target (it may carry the colour transform)
         mask = res.mask
         if common_aug and self.aug is not None:
-            real, fake, info = augment_pair(real, fake, rng, self.aug, self._pair_tf, mask=mask)
+            track = self.mouth_size is not None   # the mouth box follows the augmented frames
+            real, fake, info = augment_pair(real, fake, rng, self.aug, self._pair_tf, mask=mask,
+                                            **({"landmarks": lms} if track else {}))
             mask = info["mask"]
-        return {"real": real, "fake": fake, "mask": mask, "frame_target": target, "kind": kind}
+            lms = info["landmarks"] if track else lms
+        return {"real": real, "fake": fake, "mask": mask, "frame_target": target, "kind": kind, "landmarks": lms}
 
     def __getitem__(self, index: int) -> dict:
         s = self.spec
@@ -226,6 +242,10 @@ class VideoSBIDataset(Dataset):
         if self.temporal is not None:                                                         # per-frame targets
             ft = torch.from_numpy(np.asarray(info["frame_target"], np.float32))
             item["frame_y"] = torch.stack([torch.zeros_like(ft), ft])                         # (2, T)
+        if self.mouth_size is not None:   # same landmarks, same box for the real and its fake
+            lms = info["landmarks"]
+            mouth = np.stack([mouth_clip(real, lms, self.mouth_size), mouth_clip(fake, lms, self.mouth_size)])
+            item["mouth"] = torch.from_numpy(mouth).permute(0, 4, 1, 2, 3)                  # (2, 3, T, s, s)
         return item
 
 

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = out / "preprocessed" / name
         print(preprocess_dataset(name, rows, pre, data_dir, progress=not args.no_progress))
         print(f"scoring: {'frame model, ' if spec.frame_level else ''}{spec.clip_frames}-frame clips, at most "
-              f"{spec.max_clips_per_video} per video and face, mean={spec.norm.mean} std={spec.norm.std}")
+              f"{spec.max_clips_per_video} per video and face, mean={spec.norm.mean} std={spec.norm.std}"
+              + (f", {spec.mouth_size} px mouth clips" if spec.mouth_stream else ""))
         result = evaluate_dataset(model, spec, name, data_dir, out, pre, params.eval, split=split,
                                   amp=params.training.amp if args.params else cfg.training.amp,
                                   progress=not args.no_progress)

@@ -16,6 +16,12 @@ Every clip is also scored as a **static clip** (its first frame repeated ``T`` t
 static clips next to the AUC on real clips shows what the temporal modelling adds. A frame-level
 model (``T = 1``) has nothing to repeat: its static score is its score.
 
+A model with a mouth stream (``InputSpec.mouth_size``, ``ClipSpec.mouth_size``) also gets each clip's
+mouth clip, cut from the same frames with the npz ``landmarks`` by
+:func:`~stfmamba.data.clips.mouth_clip` (the training dataset's function); its static clip has the
+static mouth clip (the first frame's mouth crop repeated). :func:`clip_probs` is the one forward of a
+batch of clips, here and in ``stfmamba predict``.
+
 Rows are identified by position (the manifest's key is ``(method, video_id)``: FF++ and the demo
 reuse a real's id for its manipulations), so clips point at their video with a ``row`` index.
 
@@ -35,10 +41,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
-from stfmamba.data.clips import ClipSpec, Normalize, clip_tensor, static_clips
+from stfmamba.data.clips import ClipSpec, Normalize, clip_tensor, mouth_tensor, static_clips
 from stfmamba.data.manifest import face_npz, load_npz
 
-__all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "autocast_for", "score_videos"]
+__all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "video_mouth_clips", "clip_probs",
+           "autocast_for", "score_videos"]
 
 VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "n_clips", "faces",
                  "face_scores", "group", "identity"]   # group / identity: the manifest's ("" = unknown)
@@ -67,8 +74,37 @@ def video_clips(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
     return torch.stack([clip_tensor(frames[s:s + spec.num_frames], spec.img_size) for s in starts])
 
 
+def video_mouth_clips(frames: np.ndarray, landmarks: np.ndarray, spec: ClipSpec) -> torch.Tensor:
+    """The mouth clips of :func:`video_clips`' clips: ``(K, 3, T, s, s)`` uint8 (``s = spec.mouth_size``),
+    one per ``spec.starts()``, cut by :func:`~stfmamba.data.clips.mouth_clip` with the clip's landmarks.
+
+    Raises:
+        ValueError: ``spec`` has no mouth stream, or the landmarks do not cover the frames.
+    """
+    if spec.mouth_size is None:
+        raise ValueError("video_mouth_clips: the clip spec has no mouth stream (mouth_size None)")
+    starts, t = spec.starts(), spec.num_frames
+    if landmarks is None or landmarks.ndim != 3 or len(landmarks) < max(starts) + t:
+        raise ValueError(f"mouth stream: landmarks {None if landmarks is None else landmarks.shape} do not cover "
+                         f"the clips (need ({max(starts) + t}, 68, 2))")
+    return torch.stack([mouth_tensor(frames[s:s + t], landmarks[s:s + t], spec.mouth_size, spec.mouth_margin)
+                        for s in starts])
+
+
+def clip_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalize, device: torch.device, amp: str,
+               mouth: torch.Tensor | None = None) -> np.ndarray:
+    """Fake probabilities (softmax class 1) of a batch of uint8 clips ``x: (B, 3, T, H, W)`` and, for a
+    model with a mouth stream, their uint8 mouth clips ``(B, 3, T, s, s)``: both normalised with
+    ``norm`` on ``device``, one forward under :func:`autocast_for`. Returns ``(B,)`` float32."""
+    kw = {} if mouth is None else {"mouth": norm(mouth.to(device))}
+    with autocast_for(device, amp):
+        logits = model(norm(x.to(device)), **kw)["logits"]
+    return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+
+
 class _VideoClips(Dataset):
-    """Item ``i`` -> ``(i, clips (K,3,T,H,W) uint8 or None, error str)`` for the i-th video."""
+    """Item ``i`` -> ``(i, clips (K,3,T,H,W) uint8 or None, mouth clips (K,3,T,s,s) uint8 or None, error str)``
+    for the i-th video (mouth clips only when ``spec.mouth_size``)."""
 
     def __init__(self, paths: list[Path], spec: ClipSpec):
         self.paths, self.spec = paths, spec
@@ -77,14 +113,17 @@ class _VideoClips(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        mouth = self.spec.mouth_size is not None
         try:
-            frames = load_npz(self.paths[i], keys=("frames",))["frames"]  # (N, S, S, 3) uint8
+            data = load_npz(self.paths[i], keys=("frames", "landmarks") if mouth else ("frames",))
         except Exception as err:  # unreadable / missing file: reported, not raised
-            return i, None, f"npz unreadable: {type(err).__name__}: {err}"
+            return i, None, None, f"npz unreadable: {type(err).__name__}: {err}"
+        frames = data["frames"]                                           # (N, S, S, 3) uint8
         try:
-            return i, video_clips(frames, self.spec), ""
+            clips = video_clips(frames, self.spec)
+            return i, clips, video_mouth_clips(frames, data["landmarks"], self.spec) if mouth else None, ""
         except ValueError as err:
-            return i, None, str(err)
+            return i, None, None, str(err)
 
 
 def autocast_for(device: torch.device, amp: str):
@@ -106,10 +145,10 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     """Score the videos of ``rows`` (manifest rows) with ``model``, on real and on static clips.
 
     Args:
-        model: a module whose ``forward(x: (B,3,T,H,W))`` returns ``{"logits": (B,2), ...}``.
+        model: a module whose ``forward(x: (B,3,T,H,W)[, mouth=(B,3,T,s,s)])`` returns ``{"logits": (B,2), ...}``.
         rows: manifest rows (video_id, method, label, status, reason, npz).
         dataset_dir: folder the ``npz`` column is relative to.
-        spec: clip geometry.
+        spec: clip geometry (with ``mouth_size``: the model takes mouth clips too).
         norm: the model's input normalisation (``InputSpec.norm`` of its model file).
         batch_size: clips per forward pass (clips of several videos share a batch).
         num_workers: DataLoader workers reading npz files.
@@ -139,34 +178,32 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     clip_rows: list[tuple[int, str, str, int, int, float, float, int]] = []
     per_face: dict[tuple[int, int], list[tuple[float, float]]] = {}
     face_err: dict[int, list[str]] = {}
-    buf: list[tuple[int, int, int, torch.Tensor]] = []  # (video row, face, clip start, (3,T,H,W) uint8)
+    buf: list[tuple[int, int, int, torch.Tensor, torch.Tensor | None]] = []
+    # (video row, face, clip start, (3,T,H,W) uint8, mouth clip (3,T,s,s) uint8 or None)
     starts = spec.starts()
     with_static = spec.num_frames > 1   # T = 1: the static clip is the clip
-
-    def fake_prob(x: torch.Tensor) -> np.ndarray:
-        with autocast_for(device, amp):
-            logits = model(x)["logits"]
-        return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
 
     def flush() -> None:
         if not buf:
             return
-        x = norm(torch.stack([c for *_, c in buf]).to(device))  # (B, 3, T, H, W) float
-        prob = fake_prob(x)
-        static = fake_prob(static_clips(x)) if with_static else prob
-        for (v, f, s, _), p, q in zip(buf, prob, static):
+        x = torch.stack([b[3] for b in buf])                                     # (B, 3, T, H, W) uint8
+        mouth = torch.stack([b[4] for b in buf]) if buf[0][4] is not None else None   # (B, 3, T, s, s) uint8
+        prob = clip_probs(model, x, norm, device, amp, mouth)
+        static = (clip_probs(model, static_clips(x), norm, device, amp,
+                             None if mouth is None else static_clips(mouth)) if with_static else prob)
+        for (v, f, s, *_), p, q in zip(buf, prob, static):
             per_face.setdefault((v, f), []).append((float(p), float(q)))
             clip_rows.append((v, videos.at[v, "video_id"], videos.at[v, "method"], int(videos.at[v, "label"]), s,
                               float(p), float(q), f))
         buf.clear()
 
-    for j, clips, err in tqdm(loader, total=len(data), desc="evaluate", disable=not progress, leave=False):
+    for j, clips, mouths, err in tqdm(loader, total=len(data), desc="evaluate", disable=not progress, leave=False):
         v, f, _ = todo[j]
         if clips is None:
             face_err.setdefault(v, []).append(err if f == 0 else f"face {f}: {err}")
             continue
-        for s, c in zip(starts, clips):
-            buf.append((v, f, s, c))
+        for k, (s, c) in enumerate(zip(starts, clips)):
+            buf.append((v, f, s, c, None if mouths is None else mouths[k]))
             if len(buf) >= batch_size:
                 flush()
     flush()

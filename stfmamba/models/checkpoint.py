@@ -6,7 +6,8 @@
 
     {"preprocess": {"crop_size", "margin", "detect_scale", "num_segments", "frames_per_segment",
                     "min_face_px", "min_frames", "max_faces"},          # how the face crops are made
-     "model": {"img_size", "num_frames"},                                # the training clips
+     "model": {"img_size", "num_frames"                                  # the training clips
+               [, "mouth_stream", "mouth_size", "mouth_margin"]},        # + with a mouth stream: its input (mouth_clip)
      "scoring": {"frame_level", "clip_frames", "max_clips_per_video"},   # how a video is scored
      "normalize": {"mean", "std", "channel_order"}}                      # uint8 RGB -> model input
 
@@ -14,7 +15,11 @@
 ``clip_frames`` is the length of a scored clip (``model.num_frames``, 1 for a frame model) and
 ``max_clips_per_video`` the number of evenly spaced clips a video's score averages (per face;
 ``None`` = every window) — ``eval.max_clips_per_video`` for a video model, ``baseline.eval_frames``
-(frames per video) for a frame model. ``normalize`` is the model's own (``model.data_config``:
+(frames per video) for a frame model. A model with a mouth stream (``model.mouth_stream``) records
+``model.mouth_stream: true`` with ``mouth_size`` and ``mouth_margin`` (:data:`MOUTH_INPUT_KEYS`): it
+takes a second input, the mouth clips of :func:`stfmamba.data.clips.mouth_clip` at ``mouth_size`` px
+with that box margin, which scoring builds from the npz landmarks; without them (every other model,
+and files written before the stream existed) the model takes none. ``normalize`` is the model's own (``model.data_config``:
 timm's pretrained config of its timm network, ImageNet's for the built-in stem).
 :func:`input_spec` reads it back as an :class:`InputSpec`; keys a file written before they were
 stored lack are filled with the previous behaviour (params / built-in defaults, the arch rule for
@@ -46,10 +51,10 @@ from torch import nn
 
 from stfmamba.config import (BaselineConfig, EvalConfig, FeatureFlags, ModelConfig, Params, PreprocessConfig,
                              STFV8Config, TrainingConfig, from_dict, to_dict)
-from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, ClipSpec, Normalize
+from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, MOUTH_MARGIN, ClipSpec, Normalize
 from stfmamba.io import atomic_path
 
-__all__ = ["LoadReport", "INPUT_KEYS", "InputSpec", "input_settings", "input_spec", "save_model_file",
+__all__ = ["LoadReport", "INPUT_KEYS", "MOUTH_INPUT_KEYS", "InputSpec", "input_settings", "input_spec", "save_model_file",
            "load_model_file", "load_flexible", "config_from_dict"]
 
 # the settings of the input contract stored in a model file, by part
@@ -58,6 +63,7 @@ INPUT_KEYS = {"preprocess": ("crop_size", "margin", "detect_scale", "num_segment
               "model": ("img_size", "num_frames"),
               "scoring": ("frame_level", "clip_frames", "max_clips_per_video"),
               "normalize": ("mean", "std", "channel_order")}
+MOUTH_INPUT_KEYS = ("mouth_stream", "mouth_size", "mouth_margin")   # input.model, only with a mouth stream
 _DEFAULT = "default"   # save_model_file(max_clips_per_video=...): the params default of the model's kind
 
 
@@ -101,8 +107,11 @@ def input_settings(preprocess: PreprocessConfig, model_cfg: ModelConfig, *, norm
     frame = model_cfg.frame_level
     if max_clips_per_video == _DEFAULT:
         max_clips_per_video = default_max_clips(frame)
+    model = {k: getattr(model_cfg, k) for k in INPUT_KEYS["model"]}
+    if model_cfg.mouth_stream and not frame:   # a frame model never has one
+        model.update(mouth_stream=True, mouth_size=model_cfg.mouth_size, mouth_margin=MOUTH_MARGIN)
     return {"preprocess": {k: getattr(preprocess, k) for k in INPUT_KEYS["preprocess"]},
-            "model": {k: getattr(model_cfg, k) for k in INPUT_KEYS["model"]},
+            "model": model,
             "scoring": {"frame_level": frame, "clip_frames": 1 if frame else model_cfg.num_frames,
                         "max_clips_per_video": max_clips_per_video},
             "normalize": norm.as_dict()}
@@ -124,6 +133,8 @@ class InputSpec:
     max_clips_per_video: int | None   # clips (frames) per video and face, evenly spaced; None = all
     norm: Normalize                   # mean / std, RGB
     missing: tuple[str, ...] = ()
+    mouth_size: int | None = None     # the mouth stream's input side; None: the model takes no mouth clips
+    mouth_margin: float = MOUTH_MARGIN  # its box margin (mouth_clip)
 
     def preprocess_config(self, base: PreprocessConfig | None = None) -> PreprocessConfig:
         """``base`` (default: the built-in defaults) with the recorded preprocessing settings."""
@@ -132,7 +143,12 @@ class InputSpec:
     def clip_spec(self, pre: PreprocessConfig) -> ClipSpec:
         """The scored clips of npz files made with ``pre`` (runs per video, frames per run)."""
         return ClipSpec(pre.num_segments, pre.frames_per_segment, self.clip_frames, self.img_size,
-                        self.max_clips_per_video)
+                        self.max_clips_per_video, self.mouth_size, self.mouth_margin)
+
+    @property
+    def mouth_stream(self) -> bool:
+        """Whether the model takes mouth clips (``input.model.mouth_stream``)."""
+        return self.mouth_size is not None
 
     def override(self, source: str, model_path: str | os.PathLike, **changes) -> "InputSpec":
         """This spec with ``changes`` (``max_clips_per_video=..``, preprocess keys ``max_faces=..``);
@@ -178,6 +194,11 @@ def input_spec(meta: dict[str, Any], cfg: STFV8Config, *, model_path: str | os.P
     else:
         max_clips = default_max_clips(frame, fallback)
     norm = Normalize.of(norm) if norm else Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    stored_model = dict(rec.get("model") or {})
+    # files written before the mouth stream existed have none (and their config has mouth_stream false)
+    mouth = bool(stored_model.get("mouth_stream", False) if rec else cfg.model.mouth_stream and not frame)
+    mouth_size = int(stored_model.get("mouth_size") or cfg.model.mouth_size) if mouth else None
+    mouth_margin = float(stored_model.get("mouth_margin") or MOUTH_MARGIN)
     if missing and rec and warn:
         warnings.warn(f"{model_path}: the model file does not record {', '.join(missing)} (written before model "
                       f"files carried them); using the previous behaviour for them: frame_level={frame} (model.arch "
@@ -185,7 +206,8 @@ def input_spec(meta: dict[str, Any], cfg: STFV8Config, *, model_path: str | os.P
                       f"std={norm.std} (ImageNet unless recorded), other preprocessing settings from the params / "
                       "defaults", UserWarning, stacklevel=2)
     return InputSpec({k: v for k, v in stored_pre.items() if k in INPUT_KEYS["preprocess"]}, cfg.model.img_size,
-                     cfg.model.num_frames, frame, clip_frames, max_clips, norm, tuple(missing))
+                     cfg.model.num_frames, frame, clip_frames, max_clips, norm, tuple(missing), mouth_size,
+                     mouth_margin)
 
 
 def _plain(v, key: str):

@@ -82,8 +82,11 @@ class FrameClassifier(nn.Module):
         head = {id(p) for p in self.net.get_classifier().parameters()}
         return {n for n, p in self.named_parameters() if id(p) not in head}
 
-    def forward(self, x: torch.Tensor) -> dict:
-        """x: ``(B, 3, T, H, W)`` clips normalised with :attr:`data_config`.
+    needs_mouth = False   # no temporal input by definition: the frame baseline has no mouth stream
+
+    def forward(self, x: torch.Tensor, mouth: torch.Tensor | None = None) -> dict:
+        """x: ``(B, 3, T, H, W)`` clips normalised with :attr:`data_config` (``mouth`` is ignored: a
+        per-frame model has no mouth stream).
 
         Returns:
             ``frame_logits (B, T, 2)``; ``logits (B, 2)`` (fp32) = log of the mean over frames of the

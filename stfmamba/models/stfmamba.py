@@ -22,6 +22,7 @@ from stfmamba.config import STFV8Config
 from stfmamba.models.backbone import ConvStem, TimmTrunk
 from stfmamba.models.blocks import Stage, temporal_plan
 from stfmamba.models.frequency import FREQUENCY_FUSION, WaveletBranch
+from stfmamba.models.mouth import MouthStream
 from stfmamba.models.sdim import AdaptiveStateGate
 
 __all__ = ["STFMamba", "build_model", "DEFAULT_SPATIAL_MIXER"]
@@ -63,8 +64,10 @@ class STFMamba(nn.Module):
         # stage-1 input, a dense training signal of where the blend is (Face X-ray's idea on SBI's masks)
         self.mask_head = nn.Linear(m.stage1_dim, 1) if cfg.training.mask_loss_weight > 0 else None
         self.norm = LayerNormFp32(in_dim)
+        # mouth stream (model.mouth_stream): its pooled features join the face features before the head
+        self.mouth = MouthStream(m, spatial_mixer) if m.mouth_stream else None
         self.head_drop = nn.Dropout(m.dropout)
-        self.head = nn.Linear(in_dim, 2)
+        self.head = nn.Linear(in_dim + (self.mouth.out_dim if self.mouth is not None else 0), 2)
         self.apply(_init_weights)
         self.set_grad_checkpointing(grad_checkpointing)
 
@@ -87,6 +90,8 @@ class STFMamba(nn.Module):
         self.grad_checkpointing = enable
         for stage in self.stages:
             stage.grad_checkpointing = enable
+        if self.mouth is not None:
+            self.mouth.grad_checkpointing = enable
 
     @property
     def data_config(self) -> dict:
@@ -117,15 +122,31 @@ class STFMamba(nn.Module):
             feats = stage(feats)                                      # (B, T, h_i, w_i, C_i)
         return self.norm(feats.mean(dim=(1, 2, 3))), hll_energy, all_energy, mask_logits
 
-    def forward(self, x: torch.Tensor) -> dict:
-        """x: ``(B, 3, T, H, W)`` clips normalised with :attr:`data_config`.
+    @property
+    def needs_mouth(self) -> bool:
+        """Whether :meth:`forward` takes (and requires) the ``mouth`` clips (``model.mouth_stream``)."""
+        return self.mouth is not None
+
+    def forward(self, x: torch.Tensor, mouth: torch.Tensor | None = None) -> dict:
+        """x: ``(B, 3, T, H, W)`` clips normalised with :attr:`data_config`; ``mouth``: ``(B, 3, T, s, s)``
+        mouth clips of the same clips (:func:`stfmamba.data.clips.mouth_clip`, normalised alike), required
+        with ``model.mouth_stream`` and refused without it.
 
         Returns:
             ``logits (B, 2)``, ``hll_energy (B,)``, ``all_band_energy (B,)`` (fp32) and
             ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty); with the
             mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution).
         """
+        if (mouth is not None) != self.needs_mouth:
+            raise ValueError("this model has a mouth stream (model.mouth_stream): call it with mouth=(B, 3, T, s, s)"
+                             if self.needs_mouth else "mouth= given, but this model has no mouth stream "
+                             "(model.mouth_stream: false)")
         pooled, hll_energy, all_energy, mask_logits = self.forward_features(x)
+        if self.mouth is not None:
+            if mouth.shape[0] != x.shape[0] or mouth.shape[2] != x.shape[2]:
+                raise ValueError(f"mouth clips {tuple(mouth.shape)} do not match the clips {tuple(x.shape)} "
+                                 "(same batch and frames)")
+            pooled = torch.cat([pooled, self.mouth(mouth).to(pooled.dtype)], dim=-1)   # (B, C4 + mouth_dim)
         logits = self.head(self.head_drop(pooled))
         gates = list(self.state_gates().values())
         aux = {"sdim_l1": torch.stack([g.l1() for g in gates]).mean()} if gates else {}

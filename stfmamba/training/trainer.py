@@ -145,13 +145,21 @@ def evaluate_sbi(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     for batch in loader:
         x = norm(batch["x"].flatten(0, 1).to(device))   # (2B, 3, T, H, W) float
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(x)["logits"]
+            logits = model(x, **mouth_input(batch, norm, device))["logits"]
         scores.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
         labels.append(batch["y"].flatten())
     s, y = torch.cat(scores).numpy(), torch.cat(labels).numpy()
     ok = np.isfinite(s)
     auc = float(roc_auc_score(y[ok], s[ok])) if ok.all() and len(set(y)) == 2 else float("nan")
     return {"auc": auc, "acc": float(((s > 0.5) == (y == 1)).mean()), "n_clips": int(len(y))}
+
+
+def mouth_input(batch: dict, norm: Normalize, device: torch.device, non_blocking: bool = False) -> dict:
+    """The model's keyword inputs besides the clips: ``{"mouth": (2B, 3, T, s, s) float}`` when the
+    items carry mouth clips (``model.mouth_stream``), normalised like the clips; else ``{}``."""
+    if "mouth" not in batch:
+        return {}
+    return {"mouth": norm(batch["mouth"].flatten(0, 1).to(device, non_blocking=non_blocking))}
 
 
 def _recovery_hint(tr: TrainingConfig) -> str:
@@ -511,11 +519,12 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
         x = norm(batch["x"].flatten(0, 1).to(device, non_blocking=True))  # (2B, 3, T, H, W)
         y = batch["y"].flatten().to(device)                           # (2B,)
         masks = batch["mask"].flatten(0, 1).to(device) if "mask" in batch else None   # (2B, T, H, W)
+        extra = mouth_input(batch, norm, device, non_blocking=True)   # {"mouth": (2B, 3, T, s, s)} or {}
         last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == data.batches_per_epoch
         sync = parts.net.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
-                out = parts.net(x)
+                out = parts.net(x, **extra)
                 loss, loss_parts = parts.loss_fn(out, y, masks)
             (loss / tr.accum_steps).backward()
         micro_loss += float(loss.detach()) / tr.accum_steps

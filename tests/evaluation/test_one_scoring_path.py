@@ -95,3 +95,28 @@ def _rebuilt(path: Path):
     from stfmamba.models.checkpoint import load_model_file
     model, cfg, _ = load_model_file(path)
     return model, cfg
+
+
+def test_a_model_with_a_mouth_stream_gets_the_same_score_from_predict_and_evaluation(two_faces, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """model.mouth_stream: predict cuts the mouth clips from process_faces' landmarks, evaluation from
+    the npz's; the model file's record tells both, and the scores agree clip by clip."""
+    cfg = STFV8Config.debug()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mouth_stream=True, mouth_size=16, mouth_dim=16),
+                              training=dataclasses.replace(cfg.training, amp="off"))
+    torch.manual_seed(0)
+    path = save_model_file(tmp_path / "mouth.pt", build_model(cfg), cfg, preprocess=PRE, max_clips_per_video=3,
+                           phase="a")
+    monkeypatch.chdir(tmp_path)
+    pred = _predict(two_faces, path, tmp_path / "pred")
+    assert pred["status"] == "ok" and pred["n_clips"] == 3
+    out = tmp_path / "eval"
+    assert evaluate_main(["--model", str(path), "--dataset-root", str(two_faces.parent / "list.csv"),
+                          "--adapter", "csv", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    ev = pd.read_csv(out / "scores.csv", keep_default_na=False).iloc[0]
+    assert ev["status"] == "ok" and ev["n_clips"] == 3
+    assert float(ev["score"]) == pytest.approx(float(pred["fake_prob"]), rel=0, abs=1e-6)
+    clips = pd.read_csv(out / "clips.csv")
+    pclips = pd.read_csv(tmp_path / "pred" / "clips.csv")
+    assert sorted(clips["score"]) == pytest.approx(sorted(pclips["fake_prob"]), abs=1e-6)
+    capsys.readouterr()
