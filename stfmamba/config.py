@@ -24,7 +24,7 @@ import yaml
 __all__ = [
     "ConfigError", "TEMPORAL_FAKE_KINDS", "DatasetConfig", "DataConfig", "DemoConfig", "PreprocessConfig", "ModelConfig",
     "FeatureFlags", "TrainingConfig", "EvalConfig", "BaselineConfig", "BudgetConfig", "Params", "STFV8Config",
-    "load_params", "from_dict", "to_dict",
+    "load_params", "from_dict", "to_dict", "flatten_dict", "resume_ignored_keys",
 ]
 
 
@@ -475,6 +475,25 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{err} (in {where})") from None
+
+
+def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"lr": x}}`` -> ``{"training.lr": x}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_ignored_keys(phase: str, phase_keys: dict[str, Any], run_only_keys) -> set[str]:
+    """Config keys whose change keeps ``phase``'s resume checkpoint: the ``run_only_keys`` (workers,
+    checkpoint folders, ...) and the keys only other phases read (``phase_keys``: phase -> keys)."""
+    mine = set(phase_keys.get(phase, ()))
+    others = {k for p, keys in phase_keys.items() if p != phase for k in keys}
+    return set(run_only_keys) | (others - mine)
 
 
 def to_dict(obj: Any) -> Any:

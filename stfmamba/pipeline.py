@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from stfmamba.config import (BaselineConfig, BudgetConfig, DataConfig, DemoConfig, EvalConfig, FeatureFlags,
-                             ModelConfig, Params, PreprocessConfig, STFV8Config, TrainingConfig, to_dict)
+                             ModelConfig, Params, PreprocessConfig, STFV8Config, TrainingConfig, flatten_dict,
+                             resume_ignored_keys, to_dict)
 
 __all__ = ["EXCLUDED", "FRAME_UNUSED", "FRAME_MODEL_USED", "PHASE_CONFIGS", "SECTIONS", "stage_params",
            "keys_feeding", "read_dvc_params", "check", "write", "main"]
@@ -105,20 +106,8 @@ def _constant(module: str, name: str) -> Any:
 def ignored_keys(phase: str) -> set[str]:
     """stfmamba.training.state.ignored_keys (the keys a phase's resume ignores), from its constants:
     RUN_ONLY_KEYS and the other phases' PHASE_KEYS."""
-    phase_keys = _constant("stfmamba.training.state", "PHASE_KEYS")
-    mine = set(phase_keys.get(phase, ()))
-    others = {k for p, keys in phase_keys.items() if p != phase for k in keys}
-    return set(_constant("stfmamba.training.state", "RUN_ONLY_KEYS")) | (others - mine)
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    return resume_ignored_keys(phase, _constant("stfmamba.training.state", "PHASE_KEYS"),
+                               _constant("stfmamba.training.state", "RUN_ONLY_KEYS"))
 
 
 def _unchecked(obj: Any, **changes: Any) -> Any:
@@ -167,7 +156,7 @@ def keys_feeding(make_config: Callable[[Params], STFV8Config], used: Callable[[s
     failed: dict[str, int] = {}
     bases = _bases()
     for base in bases:
-        ref = _flat(to_dict(make_config(base)))
+        ref = flatten_dict(to_dict(make_config(base)))
         for sec in sections:
             obj = getattr(base, sec)
             for f in fields(obj):
@@ -178,7 +167,7 @@ def keys_feeding(make_config: Callable[[Params], STFV8Config], used: Callable[[s
                     continue
                 try:
                     changed = _unchecked(base, **{sec: _unchecked(obj, **{f.name: _other_value(f, v)})})
-                    cfg = _flat(to_dict(make_config(changed)))
+                    cfg = flatten_dict(to_dict(make_config(changed)))
                 except ValueError:   # the new value breaks a rule of the config (e.g. trunk_stride 8 without a trunk)
                     failed[key] = failed.get(key, 0) + 1
                     continue

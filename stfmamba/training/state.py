@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stfmamba.config import flatten_dict as _flatten, resume_ignored_keys
 from stfmamba.io import atomic_path, write_text
 
 CKPT_NAME = "last.pt"
@@ -155,20 +156,7 @@ def load_resume(path: Path) -> dict[str, Any]:
 def ignored_keys(phase: str) -> set[str]:
     """Config keys whose change keeps ``phase``'s resume: :data:`RUN_ONLY_KEYS` and the keys only
     other phases read (:data:`PHASE_KEYS`)."""
-    mine = set(PHASE_KEYS.get(phase, ()))
-    others = {k for p, keys in PHASE_KEYS.items() if p != phase for k in keys}
-    return set(RUN_ONLY_KEYS) | (others - mine)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"training": {"lr": x}}`` -> ``{"training.lr": x}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    return resume_ignored_keys(phase, PHASE_KEYS, RUN_ONLY_KEYS)
 
 
 _ABSENT = object()
