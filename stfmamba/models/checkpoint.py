@@ -263,7 +263,7 @@ def load_model_file(path: str | os.PathLike, map_location="cpu"):
     Loaded with ``torch.load(weights_only=True)``. ``meta["input"]`` is the stored input contract
     (:func:`input_settings`, read it with :func:`input_spec`), or ``None`` with a warning for a file
     written before it was stored.
-    The timm trunk (if any) is built with ``pretrained=none``: its weights are in the file.
+    The timm trunk (if any) is built with ``pretrained=none`` and ``trunk_init=none``: its weights are in the file.
     """
     from stfmamba.models import build_model
 
@@ -279,7 +279,7 @@ def load_model_file(path: str | os.PathLike, map_location="cpu"):
     if not isinstance(blob, dict) or not {"model", "config"} <= set(blob):
         raise ValueError(f"{path}: not an STF-Mamba model file (expected keys 'model', 'config', 'input', 'meta')")
     cfg = config_from_dict(blob["config"])
-    build_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none"))
+    build_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none", trunk_init="none"))
     model = build_model(build_cfg, grad_checkpointing=False)
     try:
         model.load_state_dict(blob["model"])

@@ -41,7 +41,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 __all__ = ["WEIGHT_SUFFIXES", "WeightsError", "WeightsNotFound", "WeightsInfo", "resolve_weights", "read_state_dict",
-           "convert_state_dict", "load_pretrained", "create_pretrained", "file_sha256", "weights_identity"]
+           "convert_state_dict", "load_pretrained", "create_pretrained", "file_sha256", "weights_identity",
+           "frame_model_network", "load_frame_model"]
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
@@ -58,7 +59,7 @@ class WeightsNotFound(WeightsError, FileNotFoundError):
 class WeightsInfo:
     """Where a model's initial weights came from."""
     spec: str                 # as given in params
-    kind: str                 # none | hub | file | package
+    kind: str                 # none | hub | file | package | frame_model (model.trunk_init)
     path: str | None = None   # the file read (file, package)
     sha256: str | None = None  # of that file
     hub_id: str | None = None  # timm's pretrained tag / hub id (hub)
@@ -342,3 +343,66 @@ def weights_identity(arch: str, spec: str, key: str = "model.pretrained", check:
         loaded = load_pretrained(timm.create_model(arch, pretrained=False, num_classes=0), info, arch, key)
         out["tensors"] = loaded.loaded
     return out
+
+
+def frame_model_network(path: str | os.PathLike, arch: str, key: str = "model.trunk_init"
+                        ) -> tuple[dict[str, torch.Tensor], dict]:
+    """The timm network of a frame-baseline model file (``models/frame.pt``, written by the
+    ``train_frame`` stage): its ``net.*`` tensors without the ``net.`` prefix and without the 2-class
+    classifier, and the file's ``meta`` (which records the weights the frame baseline started from).
+
+    This is the project's own file format (``{"model", "config", "meta", "input"}``,
+    :mod:`stfmamba.models.checkpoint`), so the prefix is known, not guessed.
+
+    Raises:
+        WeightsNotFound: no such file (train the frame baseline first: ``dvc repro train_frame``).
+        WeightsError: not a model file, not a frame baseline, or a network other than ``arch``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFound(f"{key}={str(path)!r}: no such model file; train the frame baseline first "
+                              "(`dvc repro train_frame`, or `dvc pull models/frame.pt`) or set the key to none")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in several types
+        raise WeightsError(f"{key}={str(path)!r}: not a model file ({type(err).__name__})") from None
+    if not isinstance(blob, dict) or not {"model", "config"} <= set(blob):
+        raise WeightsError(f"{key}={str(path)!r}: not an STF-Mamba model file (no 'model' / 'config'); give the "
+                           "frame baseline's model file (models/frame.pt)")
+    model_cfg = (blob["config"] or {}).get("model", {})
+    file_arch = model_cfg.get("arch")
+    if file_arch != arch:
+        what = "a video model (arch stfmamba)" if file_arch == "stfmamba" else f"a {file_arch!r} frame model"
+        raise WeightsError(f"{key}={str(path)!r} holds {what}, but the trunk is {arch!r} "
+                           f"(model.spatial_backbone): set baseline.arch to {arch!r} and retrain the frame "
+                           "baseline, or set the key to none")
+    state = blob["model"]
+    body = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    if len(body) != len(state):
+        raise WeightsError(f"{key}={str(path)!r}: {len(state) - len(body)} tensors outside the frame "
+                           "classifier's 'net.' network; not a frame-baseline model file")
+    return body, dict(blob.get("meta") or {})
+
+
+def load_frame_model(model: nn.Module, spec: str, arch: str, key: str = "model.trunk_init") -> WeightsInfo:
+    """Load the fine-tuned network of a frame-baseline model file into the timm model ``model``
+    (``arch``, built with ``num_classes=0``), strictly: every tensor but the classifier must come
+    from the file (:func:`frame_model_network`).
+
+    Returns:
+        :class:`WeightsInfo` of kind ``frame_model`` with the file's sha256.
+    """
+    body, _ = frame_model_network(spec, arch, key)
+    own = model.state_dict()
+    head = _classifier_keys(model, set(own) | set(body))
+    own_body = {k: v for k, v in own.items() if k not in head}
+    src = {k: v for k, v in body.items() if k not in head}
+    missing, unexpected = sorted(set(own_body) - set(src)), sorted(set(src) - set(own_body))
+    bad = [k for k in set(src) & set(own_body) if tuple(src[k].shape) != tuple(own_body[k].shape)]
+    if missing or unexpected or bad:
+        raise WeightsError(f"{key}={spec!r} for {arch!r}: strict loading failed: missing {missing[:4]}, unexpected "
+                           f"{unexpected[:4]}, shapes differ at {bad[:4]}")
+    model.load_state_dict(src, strict=False)
+    log.info("%s=%r: trunk %r starts from the trained frame baseline (%d tensors)", key, spec, arch, len(src))
+    return WeightsInfo(spec=spec, kind="frame_model", path=str(spec), sha256=file_sha256(spec), loaded=len(src),
+                       dropped=tuple(sorted(k for k in body if k in head)))

@@ -47,7 +47,8 @@ class STFMamba(nn.Module):
         if m.spatial_backbone == "none":
             self.stem = ConvStem(m.stem_dim, m.stage1_dim)
         else:
-            self.stem = TimmTrunk(m.spatial_backbone, m.pretrained, m.stem_dim, m.stage1_dim, m.trunk_stride)
+            self.stem = TimmTrunk(m.spatial_backbone, m.pretrained, m.stem_dim, m.stage1_dim, m.trunk_stride,
+                                  init=m.trunk_init)
         self.wavelet = WaveletBranch(m.stem_dim, m.dwt_channels)
         self.fusion_kind = "wss" if f.use_wss else "hll_gate"
         self.fusion = nn.ModuleDict({self.fusion_kind: FREQUENCY_FUSION[self.fusion_kind](

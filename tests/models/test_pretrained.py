@@ -153,3 +153,52 @@ def test_weights_stage_writes_the_record(tmp_path):
     rec = json.loads(out.read_text())
     assert rec["video"]["kind"] == "package" and rec["video"]["sha256"].startswith("57934424")
     assert rec["frame"]["kind"] == "none"
+
+
+def test_trunk_starts_from_a_trained_frame_model_file(tmp_path):
+    """model.trunk_init: the frame baseline's model file (the project's own format, `net.` prefix known)
+    gives the trunk its fine-tuned network; a video model file, another arch or a missing file fail
+    with the key and the fix named; the video model file written afterwards rebuilds without it."""
+    import dataclasses
+
+    from stfmamba.config import Params, STFV8Config
+    from stfmamba.models import build_model
+    from stfmamba.models.backbone import TimmTrunk
+    from stfmamba.models.checkpoint import load_model_file, save_model_file
+    from stfmamba.models.pretrained import WeightsNotFound
+
+    p = Params()
+    p = dataclasses.replace(p, baseline=dataclasses.replace(p.baseline, arch=ARCH, pretrained="none", img_size=64))
+    fcfg = STFV8Config.frame_baseline(p)
+    frame = build_model(fcfg)
+    with torch.no_grad():                      # "fine-tuned": weights no fresh model has
+        for prm in frame.parameters():
+            prm.add_(0.01 * torch.randn_like(prm))
+    frame_file = save_model_file(tmp_path / "frame.pt", frame, fcfg, p.preprocess, phase="frame")
+    trunk = TimmTrunk(ARCH, PKG, stem_dim=8, out_dim=16, stride=16, init=str(frame_file))
+    assert trunk.weights.kind == "frame_model" and trunk.weights.sha256 == file_sha256(frame_file)
+    fsd = frame.state_dict()
+    for k, v in trunk.net.state_dict().items():          # every kept tensor is the frame model's, not the wheel's
+        assert torch.equal(v, fsd["net." + k]), k
+    assert trunk.weights.dropped == ("classifier.bias", "classifier.weight")
+
+    vm = dataclasses.replace(p.model, spatial_backbone=ARCH, pretrained="none", trunk_init=str(frame_file),
+                             trunk_stride=16, img_size=128, num_frames=2)
+    vcfg = STFV8Config.phase_a(dataclasses.replace(p, model=vm))
+    video = build_model(vcfg)
+    assert video.pretrained_param_names() and torch.equal(
+        video.stem.net.state_dict()["conv_stem.weight"], fsd["net.conv_stem.weight"])
+    video_file = save_model_file(tmp_path / "video.pt", video, vcfg, p.preprocess, phase="a")
+    frame_file.unlink()                                   # the video model file needs no frame file to load
+    loaded, cfg, _ = load_model_file(video_file)
+    assert cfg.model.trunk_init == str(frame_file)
+    assert torch.equal(loaded.stem.net.state_dict()["conv_stem.weight"], fsd["net.conv_stem.weight"])
+
+    with pytest.raises(WeightsNotFound, match=r"model.trunk_init=.*dvc repro train_frame"):
+        TimmTrunk(ARCH, "none", 8, 16, 16, init=str(frame_file))
+    with pytest.raises(WeightsError, match="holds a video model"):
+        TimmTrunk(ARCH, "none", 8, 16, 16, init=str(video_file))
+    other = STFV8Config.frame_baseline(dataclasses.replace(p, baseline=dataclasses.replace(p.baseline, arch="resnet18")))
+    save_model_file(tmp_path / "r18.pt", build_model(other), other, p.preprocess)
+    with pytest.raises(WeightsError, match="holds a 'resnet18' frame model"):
+        TimmTrunk(ARCH, "none", 8, 16, 16, init=str(tmp_path / "r18.pt"))

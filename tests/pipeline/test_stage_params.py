@@ -74,6 +74,47 @@ def test_write_keeps_everything_else(tmp_path):
     assert f.read_text() == DVC_YAML.read_text()   # comments, flow lists, anchors of deps: byte for byte
 
 
+def _with_trunk_init(params_text: str, value: str) -> str:
+    lines = [ln for ln in params_text.splitlines() if not ln.startswith("  trunk_init:")]
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("  pretrained:"))   # model's (the first)
+    return "\n".join(lines[:i + 1] + [f"  trunk_init: {value}"] + lines[i + 1:]) + "\n"
+
+
+def test_trunk_init_file_is_a_dep_kept_in_step(tmp_path):
+    """model.trunk_init names train_frame's output: `check` fails until `write` makes it a dep of both
+    video training stages (real DVC then orders train_frame first), `write` removes the dep again
+    for `none`, and the training stage refuses to start on a dvc.yaml without it."""
+    base = (ROOT / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(_with_trunk_init(base, "none"))
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(DVC_YAML.read_text())
+    P.write(dvc_yaml)
+    plain = dvc_yaml.read_text()
+    assert "# model.trunk_init" not in plain and P.check(dvc_yaml) == []
+
+    (tmp_path / "params.yaml").write_text(_with_trunk_init(base, "models/frame.pt"))
+    problems = P.check(dvc_yaml)
+    assert [p.split(":")[0] for p in problems] == ["train_phase_a", "train_phase_b"], problems
+    assert all("model.trunk_init='models/frame.pt' is not a dep" in p for p in problems)
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train.py"), "--phase", "a"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env(), timeout=300)
+    assert proc.returncode != 0 and "train_phase_a: model.trunk_init='models/frame.pt' is not a dep" in proc.stderr
+    assert P.write(dvc_yaml) == ["train_phase_a", "train_phase_b"]
+    assert P.check(dvc_yaml) == []
+    deps = P.read_dvc_deps(dvc_yaml)
+    assert "models/frame.pt" in deps["train_phase_a"] and "models/frame.pt" in deps["train_phase_b"]
+    assert "models/frame.pt" not in deps["train_frame"]
+    git_init(tmp_path)
+    run([sys.executable, "-m", "dvc", "init", "-q"], tmp_path)
+    dag = run([sys.executable, "-m", "dvc", "dag", "--md", "train_phase_a"], tmp_path).stdout
+    assert "train_frame" in dag and "train_phase_a" in dag       # train_frame is upstream of Phase A now
+
+    (tmp_path / "params.yaml").write_text(_with_trunk_init(base, "none"))
+    assert [p.split(":")[0] for p in P.check(dvc_yaml)] == ["train_phase_a", "train_phase_b"]   # a needless rerun
+    P.write(dvc_yaml)
+    assert dvc_yaml.read_text() == plain
+
+
 def test_new_config_field_is_declared_and_check_fails(monkeypatch):
     """A new TrainingConfig field (a subclass here) is a param of the training stages by derivation,
     so the committed dvc.yaml no longer passes `check` until `write` adds it."""
