@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = load_params(args.params)
     if args.phase in ("a", "b") and Path("dvc.yaml").is_file():
-        from stfmamba import pipeline   # the trunk's init file must be a dep, or its changes would not rerun us
-        problems = pipeline.init_dep_problems("dvc.yaml", params, [f"train_phase_{args.phase}"])
+        from stfmamba import pipeline   # files params name (trunk init, teacher) must be deps, or their changes would not rerun us
+        problems = pipeline.file_dep_problems("dvc.yaml", params, [f"train_phase_{args.phase}"])
         if problems:
             raise SystemExit("train: " + "; ".join(problems))
     paths = TrainPaths.for_phase(params, args.phase, args.models_dir, args.metrics_dir, args.live_dir)

@@ -229,6 +229,9 @@ class TrainingConfig:
     hll_margin: float = field(default=0.1, metadata=_rng(0.0, 100.0))
     mask_loss_weight: float = field(default=0.0, metadata=_rng(0.0, 100.0))  # blend-mask supervision of the video model (0 = off)
     sdim_l1_weight: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
+    distill_from: str = "none"         # none, or the frame baseline's model file (models/frame.pt): its per-frame
+                                      # features teach the video model's (similarity-preserving distillation)
+    distill_weight: float = field(default=1.0, metadata=_rng(0.0, 1000.0))  # weight of that term (with distill_from)
     clips_per_video: int = field(default=2, metadata=_rng(1, 1000))
     qp_min: int = field(default=23, metadata=_rng(0, 51))
     qp_max: int = field(default=40, metadata=_rng(0, 51))
@@ -384,7 +387,8 @@ class STFV8Config:
                         trunk_init="none")                              # the frame baseline is what it starts from
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
-                           temporal_fake_kinds=TEMPORAL_FAKE_KINDS)                      # its keys do not matter
+                           temporal_fake_kinds=TEMPORAL_FAKE_KINDS,                      # its keys do not matter
+                           distill_from="none", distill_weight=1.0)   # the frame baseline is the teacher, not a student
         features = replace(p.features.without_architecture(), use_multiscale_drift=False, use_temporal_fakes=False)
         return cls(f"Frame baseline ({b.arch})", model, features, training)
 

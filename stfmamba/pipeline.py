@@ -29,12 +29,13 @@ For the training stages the declaration is derived from the code, not typed by h
   the ``preprocess`` keys stored as the model file's input contract
   (:data:`stfmamba.models.checkpoint.INPUT_KEYS`) and ``budget``.
 
-``model.trunk_init`` (the trunk starts from the trained frame baseline, ``models/frame.pt``) is a
-file another stage writes, so it is also a *dep* of ``train_phase_a`` / ``train_phase_b``: ``write``
-adds that dep line (marked ``# model.trunk_init``) when the key names a file and removes it when the
-key is ``none``, ``check`` fails when they disagree, and the training stage refuses to start on a
-``dvc.yaml`` without it (a ``dvc exp run -S model.trunk_init=...`` would otherwise train from a stale
-frame model without ordering ``train_frame`` first).
+``model.trunk_init`` (the trunk starts from the trained frame baseline, ``models/frame.pt``) and
+``training.distill_from`` (the frame baseline teaches the video model) name a file another stage
+writes, so that file is also a *dep* of ``train_phase_a`` / ``train_phase_b``: ``write`` adds the dep
+line (its comment names the keys, ``# training.distill_from``) when a key names a file and removes it
+when the keys are ``none``, ``check`` fails when they disagree, and the training stage refuses to
+start on a ``dvc.yaml`` without it (a ``dvc exp run -S training.distill_from=...`` would otherwise
+train from a stale frame model without ordering ``train_frame`` first).
 
 A new field of one of these dataclasses is therefore declared automatically, and ``check`` fails
 until ``write`` has put it in ``dvc.yaml``. A section read whole is listed whole (DVC ``params:
@@ -56,7 +57,7 @@ from stfmamba.config import (BaselineConfig, BudgetConfig, DataConfig, DemoConfi
                              resume_ignored_keys, to_dict)
 
 __all__ = ["EXCLUDED", "FRAME_UNUSED", "FRAME_MODEL_USED", "PHASE_CONFIGS", "SECTIONS", "stage_params",
-           "keys_feeding", "read_dvc_params", "read_dvc_deps", "init_dep", "init_dep_problems", "check", "write",
+           "keys_feeding", "read_dvc_params", "read_dvc_deps", "file_deps", "file_dep_problems", "check", "write",
            "main"]
 
 # params.yaml section -> its dataclass (the order of Params' fields is the order of the generated lists)
@@ -86,6 +87,7 @@ FRAME_MODEL_USED = ("arch", "pretrained", "dropout", "drop_path_rate", "img_size
 FRAME_UNUSED: tuple[str, ...] = (
     "training.hll_loss_weight", "training.hll_margin", "training.sdim_l1_weight",   # HLL / sdim terms: STF-Mamba only
     "training.mask_loss_weight",                  # the mask head is STF-Mamba's (models/stfmamba.py)
+    "training.distill_from", "training.distill_weight",   # the frame baseline is the teacher (training/distill.py)
     "features.use_contrastive_hll", "features.use_hll_normalization",   # only the HLL term reads them
 )
 
@@ -312,13 +314,13 @@ def _params_beside(dvc_yaml: str | Path) -> Params | None:
 def check(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | None = None,
           params: Params | None = None) -> list[str]:
     """Differences between ``dvc.yaml``'s params and the declaration, one message each (empty: in sync),
-    and the ``model.trunk_init`` dep against ``params`` (default: the params.yaml beside ``dvc_yaml``).
+    and the file deps params name (:func:`file_deps`) against ``params`` (default: the params.yaml beside ``dvc_yaml``).
 
     A declared stage missing from ``dvc.yaml`` is not an error (the declaration may lead the
     pipeline: a stage another branch adds); a ``dvc.yaml`` stage missing from the declaration is.
     """
     params = _params_beside(dvc_yaml) if params is None else params
-    problems = init_dep_problems(dvc_yaml, params) if params is not None else []
+    problems = file_dep_problems(dvc_yaml, params) if params is not None else []
     return problems + _check_params(dvc_yaml, declared)
 
 
@@ -340,20 +342,27 @@ def _check_params(dvc_yaml: str | Path, declared: dict[str, list[str]] | None) -
     return problems
 
 
-# --------------------------------------------------------------------------- the trunk_init dependency
-# model.trunk_init names a file another stage writes (models/frame.pt, train_frame's output): the training
-# stages that build the video model must list it in their deps, or a new frame baseline would not rerun
-# them (and DVC would not order train_frame first). The dep line carries this marker so `write` can keep
-# it in step with params.yaml: added when the key names a file, removed when it is none (pod profiles:
-# no needless rerun of Phase A when the frame baseline changes).
+# --------------------------------------------------------------------------- file deps named by params
+# model.trunk_init and training.distill_from name a file another stage writes (models/frame.pt,
+# train_frame's output): the training stages that build the video model must list it in their deps, or a
+# new frame baseline would not rerun them (and DVC would not order train_frame first). The dep line carries
+# the keys that name it as its comment (``# model.trunk_init, training.distill_from``) so `write` can keep
+# it in step with params.yaml: added when a key names a file, removed when it is none (pod profiles: no
+# needless rerun of Phase A when the frame baseline changes).
 INIT_DEP_STAGES = ("train_phase_a", "train_phase_b")
-INIT_DEP_MARK = "# model.trunk_init"
+FILE_DEP_KEYS = ("model.trunk_init", "training.distill_from")
 
 
-def init_dep(params: Params) -> str | None:
-    """The file the video model's trunk starts from (``model.trunk_init``), or ``None``."""
-    t = params.model.trunk_init
-    return None if t in ("", "none") or params.model.arch != "stfmamba" else t
+def file_deps(params: Params) -> dict[str, list[str]]:
+    """The files the video training stages read because a param names them -> the keys naming each
+    (``model.trunk_init``, ``training.distill_from``; in that order; empty when both are ``none``)."""
+    if params.model.arch != "stfmamba":
+        return {}
+    out: dict[str, list[str]] = {}
+    for key, value in zip(FILE_DEP_KEYS, (params.model.trunk_init, params.training.distill_from)):
+        if value not in ("", "none"):
+            out.setdefault(value, []).append(key)
+    return out
 
 
 def read_dvc_deps(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
@@ -363,43 +372,49 @@ def read_dvc_deps(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
             for name, st in (doc.get("stages") or {}).items()}
 
 
+def _is_marked(comment: str | None) -> bool:
+    """Whether a dep line's comment marks it as named by a param (its first word is a FILE_DEP_KEYS key)."""
+    words = (comment or "").lstrip("#").replace(",", " ").split()
+    return bool(words) and words[0] in FILE_DEP_KEYS
+
+
 def _marked_deps(dvc_yaml: str | Path) -> dict[str, list[str]]:
-    """Stage -> the deps whose line carries :data:`INIT_DEP_MARK`."""
+    """Stage -> the deps whose line is marked as named by a param (:func:`_is_marked`)."""
     out: dict[str, list[str]] = {}
     stage = None
     for line in Path(dvc_yaml).read_text().splitlines():
         if _STAGE.match(line):
             stage = _STAGE.match(line).group(1)
         m = _ITEM.match(line)
-        if stage and m and (m.group(2) or "").startswith(INIT_DEP_MARK):
+        if stage and m and _is_marked(m.group(2)):
             out.setdefault(stage, []).append(m.group(1))
     return out
 
 
-def init_dep_problems(dvc_yaml: str | Path, params: Params, stages: Iterable[str] = INIT_DEP_STAGES) -> list[str]:
-    """What is wrong with the ``model.trunk_init`` dep of ``stages`` in ``dvc_yaml`` (empty: in step)."""
-    dep, deps, marked = init_dep(params), read_dvc_deps(dvc_yaml), _marked_deps(dvc_yaml)
+def file_dep_problems(dvc_yaml: str | Path, params: Params, stages: Iterable[str] = INIT_DEP_STAGES) -> list[str]:
+    """What is wrong with the param-named file deps of ``stages`` in ``dvc_yaml`` (empty: in step)."""
+    want, deps, marked = file_deps(params), read_dvc_deps(dvc_yaml), _marked_deps(dvc_yaml)
     problems = []
     for stage in stages:
         if stage not in deps:
             continue
-        if dep and dep not in deps[stage]:
-            problems.append(f"{stage}: model.trunk_init={dep!r} is not a dep in {dvc_yaml} (a new frame baseline would "
-                            "not rerun the stage); run `python -m stfmamba.pipeline write`")
-        extra = [d for d in marked.get(stage, []) if d != dep]
+        for path, keys in want.items():
+            if path not in deps[stage]:
+                problems.append(f"{stage}: {keys[0]}={path!r} is not a dep in {dvc_yaml} (a new frame baseline would "
+                                "not rerun the stage); run `python -m stfmamba.pipeline write`")
+        extra = [d for d in marked.get(stage, []) if d not in want]
         if extra:
-            problems.append(f"{stage}: {dvc_yaml} lists {extra[0]!r} as the model.trunk_init dep but params.yaml says "
-                            f"{params.model.trunk_init!r} (a needless rerun); run `python -m stfmamba.pipeline write`")
+            problems.append(f"{stage}: {dvc_yaml} lists {extra[0]!r} as a file named by {' / '.join(FILE_DEP_KEYS)} "
+                            "but params.yaml names no such file (a needless rerun); run `python -m stfmamba.pipeline write`")
     return problems
 
 
-def _write_init_deps(lines: list[str], dep: str | None) -> tuple[list[str], list[str]]:
-    """``lines`` of dvc.yaml with the marked trunk_init dep of each :data:`INIT_DEP_STAGES` stage set to
-    ``dep`` (added as the last dep, or removed). Returns the lines and the stages changed."""
+def _write_file_deps(lines: list[str], want: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """``lines`` of dvc.yaml with the marked deps of each :data:`INIT_DEP_STAGES` stage set to ``want``
+    (:func:`file_deps`; added as the last deps, or removed). Returns the lines and the stages changed."""
     out: list[str] = []
     changed: list[str] = []
-    stage, in_deps, i = None, False, 0
-    want = f"      - {dep}  {INIT_DEP_MARK}" if dep else None
+    stage, i = None, 0
     while i < len(lines):
         line = lines[i]
         if _STAGE.match(line):
@@ -411,9 +426,9 @@ def _write_init_deps(lines: list[str], dep: str | None) -> tuple[list[str], list
             while i < len(lines) and _ITEM.match(lines[i]):
                 block.append(lines[i])
                 i += 1
-            kept = [b for b in block if not (_ITEM.match(b).group(2) or "").startswith(INIT_DEP_MARK)]
-            if want and not any(_ITEM.match(b).group(1) == dep for b in kept):
-                kept.append(want)
+            kept = [b for b in block if not _is_marked(_ITEM.match(b).group(2))]
+            present = {_ITEM.match(b).group(1) for b in kept}
+            kept += [f"      - {path}  # {', '.join(keys)}" for path, keys in want.items() if path not in present]
             if kept != block:
                 changed.append(stage)
             out += kept
@@ -441,7 +456,7 @@ def _block(entries: list[str], comments: dict[str, str]) -> list[str]:
 def write(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | None = None,
           params: Params | None = None) -> list[str]:
     """Rewrite the ``params:`` list of every declared stage of ``dvc_yaml``, and the marked
-    ``model.trunk_init`` dep of the video training stages from ``params`` (default: the params.yaml
+    file deps of the video training stages (:func:`file_deps`) from ``params`` (default: the params.yaml
     beside ``dvc_yaml``); every other line (other keys, comments, stages not declared) stays as it
     is. An anchor / alias on a params list is replaced by the list. The result is
     parsed and compared with the original outside those before it is written (ValueError if
@@ -483,10 +498,10 @@ def write(dvc_yaml: str | Path = "dvc.yaml", declared: dict[str, list[str]] | No
         i = j
     init_touched = {d for ds in _marked_deps(path).values() for d in ds}
     if params is not None:
-        dep = init_dep(params)
-        out, dep_changed = _write_init_deps(out, dep)
+        want = file_deps(params)
+        out, dep_changed = _write_file_deps(out, want)
         changed += [st for st in dep_changed if st not in changed]
-        init_touched |= {dep} if dep else set()
+        init_touched |= set(want)
     text = "\n".join(out) + "\n"
     before, after = yaml.safe_load(path.read_text()), yaml.safe_load(text)
     for doc in (before, after):
@@ -522,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "write":
         changed = write(args.dvc_yaml, declared)
-        print(f"{args.dvc_yaml}: params / trunk_init dep of {', '.join(changed)} rewritten" if changed
+        print(f"{args.dvc_yaml}: params / file deps of {', '.join(changed)} rewritten" if changed
               else f"{args.dvc_yaml}: params already as declared")
     problems = check(args.dvc_yaml, declared)
     listed = read_dvc_params(args.dvc_yaml)
@@ -533,8 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 1
     if args.command == "check":
-        print(f"{args.dvc_yaml}: the params of every stage match stfmamba/pipeline.py and the model.trunk_init "
-              "dep follows params.yaml")
+        print(f"{args.dvc_yaml}: the params of every stage match stfmamba/pipeline.py and the file deps "
+              f"({', '.join(FILE_DEP_KEYS)}) follow params.yaml")
     return 0
 
 

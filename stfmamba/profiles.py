@@ -213,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key}: {old!r} -> {new!r}")
     dvc_yaml = Path(args.params).parent / "dvc.yaml"
     if args.command != "show" and dvc_yaml.is_file():
-        from stfmamba import pipeline   # model.trunk_init is a dep of the training stages: keep dvc.yaml in step
+        from stfmamba import pipeline   # files params name (trunk_init, distill_from) are deps: keep dvc.yaml in step
         synced = pipeline.write(dvc_yaml)
         if synced:
-            print(f"{dvc_yaml}: the model.trunk_init dep of {', '.join(synced)} follows the profile")
+            print(f"{dvc_yaml}: the file deps of {', '.join(synced)} follow the profile")
     return 0
 
 

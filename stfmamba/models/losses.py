@@ -4,6 +4,7 @@
 
     total = CE_ls(logits, labels) + hll_loss_weight · HLL + sdim_l1_weight · aux_losses["sdim_l1"]
             + mask_loss_weight · BCE(mask_logits, blend mask)
+            + distill_weight · similarity loss(frame_features, frame teacher's features)   (training.distill_from)
 
 Mask term (``training.mask_loss_weight > 0``; the model then has a mask head): per-pixel binary
 cross-entropy between the model's per-frame ``mask_logits (B, T, h, w)`` and the clip's effective
@@ -81,14 +82,18 @@ class STFV8Loss(nn.Module):
         self.frame_level = cfg.model.frame_level   # per-frame model: cross-entropy over frames only
         self.label_smoothing = t.label_smoothing
         self.hll_weight, self.sdim_weight, self.mask_weight = t.hll_loss_weight, t.sdim_l1_weight, t.mask_loss_weight
+        self.distill_weight = t.distill_weight
         self.hll = (ContrastiveHLLLoss(t.hll_margin, f.use_hll_normalization) if f.use_contrastive_hll
                     else RealHLLLoss(f.use_hll_normalization))
 
-    def forward(self, outputs: dict, labels: torch.Tensor,
-                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, outputs: dict, labels: torch.Tensor, masks: torch.Tensor | None = None,
+                teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """outputs: model dict; labels: ``(B,)`` int64; masks: ``(B, T, H, W)`` blend masks (used when
         the model returns ``mask_logits`` and ``mask_loss_weight > 0``) -> ``(total, {"ce", "hll",
-        "sdim_l1", ["mask",] "total"})`` (``{"ce", "total"}`` for a per-frame model)."""
+        "sdim_l1", ["mask",] ["distill",] "total"})`` (``{"ce", "total"}`` for a per-frame model). ``teacher``:
+        the frame teacher's features ``(B, T, D)`` of the same clips (``training.distill_from``); the term
+        ``distill_weight`` · :func:`~stfmamba.training.distill.similarity_loss` of them and the model's
+        ``frame_features`` joins the loss."""
         labels = labels.long()
         if self.frame_level:
             frame_logits = outputs["frame_logits"].float()                       # (B, T, 2)
@@ -108,6 +113,11 @@ class STFV8Loss(nn.Module):
             mask = mask_loss(outputs["mask_logits"], masks)
             total = total + self.mask_weight * mask
             parts["mask"] = float(mask.detach())
+        if teacher is not None:
+            from stfmamba.training.distill import similarity_loss
+            distill = similarity_loss(outputs["frame_features"].flatten(0, 1), teacher.flatten(0, 1))
+            total = total + self.distill_weight * distill
+            parts["distill"] = float(distill.detach())
         parts["total"] = float(total.detach())
         return total, parts
 

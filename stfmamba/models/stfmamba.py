@@ -108,8 +108,9 @@ class STFMamba(nn.Module):
         """Open state channels per SSM layer (for logging), e.g. ``{'stages.2.blocks.0…state_gate': 6.0}``."""
         return {n: g.effective_size() for n, g in self.state_gates().items()}
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """x: ``(B, 3, T, H, W)`` -> pooled features ``(B, C4)``, hll_energy ``(B,)``, all_band_energy ``(B,)``,
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: ``(B, 3, T, H, W)`` -> pooled features ``(B, C4)``, per-frame features ``(B, T, C4)`` (the last
+        stage's output averaged over space, before the norm), hll_energy ``(B,)``, all_band_energy ``(B,)``,
         mask logits ``(B, T, h1, w1)`` (``None`` without the mask head)."""
         b = x.shape[0]
         frames = rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
@@ -121,7 +122,8 @@ class STFMamba(nn.Module):
         mask_logits = self.mask_head(feats).squeeze(-1) if self.mask_head is not None else None  # (B, T, h1, w1)
         for stage in self.stages:
             feats = stage(feats)                                      # (B, T, h_i, w_i, C_i)
-        return self.norm(feats.mean(dim=(1, 2, 3))), hll_energy, all_energy, mask_logits
+        per_frame = feats.mean(dim=(2, 3))                            # (B, T, C4)
+        return self.norm(per_frame.mean(dim=1)), per_frame, hll_energy, all_energy, mask_logits
 
     @property
     def needs_mouth(self) -> bool:
@@ -136,13 +138,14 @@ class STFMamba(nn.Module):
         Returns:
             ``logits (B, 2)``, ``hll_energy (B,)``, ``all_band_energy (B,)`` (fp32) and
             ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty); with the
-            mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution).
+            mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution); ``frame_features (B, T, C4)``
+            (what ``training.distill_from`` teaches).
         """
         if (mouth is not None) != self.needs_mouth:
             raise ValueError("this model has a mouth stream (model.mouth_stream): call it with mouth=(B, 3, T, s, s)"
                              if self.needs_mouth else "mouth= given, but this model has no mouth stream "
                              "(model.mouth_stream: false)")
-        pooled, hll_energy, all_energy, mask_logits = self.forward_features(x)
+        pooled, per_frame, hll_energy, all_energy, mask_logits = self.forward_features(x)
         if self.mouth is not None:
             if mouth.shape[0] != x.shape[0] or mouth.shape[2] != x.shape[2]:
                 raise ValueError(f"mouth clips {tuple(mouth.shape)} do not match the clips {tuple(x.shape)} "
@@ -151,7 +154,8 @@ class STFMamba(nn.Module):
         logits = self.head(self.head_drop(pooled))
         gates = list(self.state_gates().values())
         aux = {"sdim_l1": torch.stack([g.l1() for g in gates]).mean()} if gates else {}
-        out = {"logits": logits, "hll_energy": hll_energy, "all_band_energy": all_energy, "aux_losses": aux}
+        out = {"logits": logits, "hll_energy": hll_energy, "all_band_energy": all_energy, "aux_losses": aux,
+               "frame_features": per_frame}
         if mask_logits is not None:
             out["mask_logits"] = mask_logits
         return out

@@ -273,6 +273,7 @@ class Parts:
     scaler: torch.amp.GradScaler
     budget: BudgetTracker
     inputs: dict              # input_fingerprint(), stored with every checkpoint
+    teacher: object = None    # FrameTeacher of training.distill_from (training/distill.py), or None
 
 
 # --------------------------------------------------------------------------- the steps
@@ -308,7 +309,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     net = (DDP(model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
            if run.info.distributed else model)
     budget = BudgetTracker(params.budget, hours_before=state.hours)
-    parts = Parts(model, net, loss_fn, optimizer, scheduler, scaler, budget, inputs)
+    parts = Parts(model, net, loss_fn, optimizer, scheduler, scaler, budget, inputs, build_teacher(run))
     live = open_live(run, data, state, resumed_from)
 
     budget_stopped = False
@@ -350,6 +351,19 @@ def build_model_and_loss(run: Run) -> tuple[torch.nn.Module, torch.nn.Module]:
             raise RuntimeError("training.grad_checkpointing is true but the model has no set_grad_checkpointing()")
         model.set_grad_checkpointing(True)
     return model, STFV8Loss(run.cfg)
+
+
+def build_teacher(run: Run):
+    """The frozen frame teacher of ``training.distill_from`` (training/distill.py), or ``None``."""
+    src = run.tr.distill_from
+    if src in ("", "none") or run.cfg.model.frame_level:
+        return None
+    from stfmamba.training.distill import FrameTeacher
+    teacher = FrameTeacher(src, run.device)
+    if run.info.is_main:
+        log.info("distilling from %s (%s, %d px, sha256 %s…), weight %g", src, teacher.arch, teacher.img_size,
+                 teacher.sha256[:12], run.tr.distill_weight)
+    return teacher
 
 
 def build_data(run: Run) -> Data:
@@ -525,7 +539,9 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
         with sync:
             with torch.autocast(device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
                 out = parts.net(x, **extra)
-                loss, loss_parts = parts.loss_fn(out, y, masks)
+                teach = (parts.teacher.features(batch["x"].flatten(0, 1).to(device, non_blocking=True))
+                         if parts.teacher is not None else None)                  # (2B, T, D)
+                loss, loss_parts = parts.loss_fn(out, y, masks, teach)
             (loss / tr.accum_steps).backward()
         micro_loss += float(loss.detach()) / tr.accum_steps
         micro_parts = {k: micro_parts.get(k, 0.0) + float(v) / tr.accum_steps for k, v in loss_parts.items()}

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from stfmamba.config import STFV8Config
 from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transform
@@ -91,7 +92,9 @@ def test_mask_head_learns_where_the_blend_is(tiny_dataset):
     """Fitting one batch of real SBI pairs: the mask term falls and the head scores the blended
     region of the fakes above the rest of the frame (the gradient reaches the head through the
     real pipeline). Telling a blended region from the same region of the real clip takes far more
-    training than a unit test has; the demo's metrics measure that."""
+    training than a unit test has; the demo's metrics measure that. Measured over torch seeds 0-5 (lr
+    5e-3, 60 steps): pixel AUC of the blended region 0.85-0.93, mean margin 0.14-0.27; at lr 2e-3 the
+    margin after 60 steps was 0.02-0.17, too close to call."""
     from stfmamba.data.clips import Normalize
     torch.manual_seed(0)
     p = tiny_params(tiny_dataset, mask_loss_weight=1.0)
@@ -102,7 +105,7 @@ def test_mask_head_learns_where_the_blend_is(tiny_dataset):
     x = Normalize.of(model)(torch.cat([b["x"] for b in batch]))       # (2N, 3, T, S, S)
     y = torch.cat([b["y"] for b in batch])
     masks = torch.cat([b["mask"] for b in batch])                      # (2N, T, S, S)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     first = None
     for _ in range(60):
         _, parts = loss_fn(out := model(x), y, masks)
@@ -119,7 +122,8 @@ def test_mask_head_learns_where_the_blend_is(tiny_dataset):
     region = torch.nn.functional.adaptive_avg_pool2d(masks[1::2].flatten(0, 1), prob.shape[-2:]) > 0.5
     region = region.view(prob[1::2].shape)
     fake, real = prob[1::2], prob[0::2]
-    assert fake[region].mean() > fake[~region].mean() + 0.05          # it has learnt where faces are blended
+    assert roc_auc_score(region.flatten().numpy(), fake.flatten().numpy()) > 0.7   # it ranks blended pixels first
+    assert fake[region].mean() > fake[~region].mean() + 0.05          # ... by a clear margin
 
 
 def test_trainer_logs_the_mask_term(tiny_dataset, tmp_path):
