@@ -66,6 +66,10 @@ class FrameTeacher:
         self.img_size = cfg.model.img_size
         self.arch = cfg.model.arch
 
+    def as_dict(self) -> dict:
+        """What the student's model file records of its teacher (``meta.teacher``)."""
+        return {"path": str(self.path), "sha256": self.sha256, "arch": self.arch, "img_size": self.img_size}
+
     @torch.no_grad()
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 RGB clips ``(B, 3, T, H, W)`` -> the teacher's pooled features ``(B, T, D)`` (fp32)."""

@@ -615,10 +615,11 @@ def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -
         # its input contract: the preprocessing, the model's mean / std and how a video is scored
         # (eval.max_clips_per_video clips, or baseline.eval_frames single frames for a frame model)
         max_clips = default_max_clips(run.cfg.model.frame_level, run.params)
+        extra = {"teacher": parts.teacher.as_dict()} if parts.teacher is not None else {}
         for path in (run.paths.model_out, run.paths.ckpt_dir / BEST_NAME):
             save_model_file(path, parts.model, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
                             val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess,
-                            weights=parts.model.weights_info.as_dict(), max_clips_per_video=max_clips)
+                            weights=parts.model.weights_info.as_dict(), max_clips_per_video=max_clips, **extra)
     return res
 
 
@@ -660,6 +661,8 @@ def finish(run: Run, data: Data, parts: Parts, state: TrainState, budget_stopped
                "world_size": run.info.world_size, "amp": str(run.amp).replace("torch.", ""),
                "train_videos": len(data.train_ds.videos), "excluded_videos": len(data.train_ds.excluded),
                "last_train_loss": history[-1]["train_loss"] if history else None}
+    if parts.teacher is not None:
+        metrics["teacher_sha256"] = parts.teacher.sha256
     if run.tr.select == "best":
         metrics["best_epoch"], metrics["best_val_auc"] = metrics["kept_epoch"], metrics["kept_val_auc"]
     if state.init_report is not None:

@@ -81,7 +81,7 @@ def _with_trunk_init(params_text: str, value: str) -> str:
 
 
 def test_trunk_init_file_is_a_dep_kept_in_step(tmp_path):
-    """model.trunk_init names train_frame's output: `check` fails until `write` makes it a dep of both
+    """model.trunk_init (and training.distill_from) name train_frame's output: `check` fails until `write` makes it a dep of both
     video training stages (real DVC then orders train_frame first), `write` removes the dep again
     for `none`, and the training stage refuses to start on a dvc.yaml without it."""
     base = (ROOT / "params.yaml").read_text()
@@ -109,10 +109,23 @@ def test_trunk_init_file_is_a_dep_kept_in_step(tmp_path):
     dag = run([sys.executable, "-m", "dvc", "dag", "--md", "train_phase_a"], tmp_path).stdout
     assert "train_frame" in dag and "train_phase_a" in dag       # train_frame is upstream of Phase A now
 
+    both = _with_trunk_init(base, "models/frame.pt").replace("  distill_from: none", "  distill_from: models/frame.pt")
+    (tmp_path / "params.yaml").write_text(both)              # both keys name the file: one dep line naming both
+    assert P.check(dvc_yaml) == [] and P.write(dvc_yaml) == ["train_phase_a", "train_phase_b"]
+    assert dvc_yaml.read_text().count("      - models/frame.pt  # model.trunk_init, training.distill_from") == 2
+    assert P.read_dvc_deps(dvc_yaml)["train_phase_a"].count("models/frame.pt") == 1
+
     (tmp_path / "params.yaml").write_text(_with_trunk_init(base, "none"))
     assert [p.split(":")[0] for p in P.check(dvc_yaml)] == ["train_phase_a", "train_phase_b"]   # a needless rerun
     P.write(dvc_yaml)
     assert dvc_yaml.read_text() == plain
+
+    teacher = base.replace("  distill_from: none", "  distill_from: models/frame.pt")   # the teacher alone
+    (tmp_path / "params.yaml").write_text(_with_trunk_init(teacher, "none"))
+    problems = P.check(dvc_yaml)
+    assert all("training.distill_from='models/frame.pt' is not a dep" in p for p in problems) and len(problems) == 2
+    P.write(dvc_yaml)
+    assert P.check(dvc_yaml) == [] and "  # training.distill_from\n" in dvc_yaml.read_text()
 
 
 def test_new_config_field_is_declared_and_check_fails(monkeypatch):

@@ -4,6 +4,8 @@ teacher and the model file's layout as they were."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 import torch
@@ -81,7 +83,9 @@ def test_training_with_a_teacher_logs_the_term_and_keeps_the_file_layout(tiny_da
     values = [float(ln.split("\t")[-1]) for ln in next(live.rglob("loss_distill.tsv")).read_text().splitlines()[1:]]
     assert values and all(v > 0 for v in values)
     assert frame_file.read_bytes() == before                          # the teacher is frozen
-    model, cfg, _ = load_model_file(paths.model_out)
+    model, cfg, meta = load_model_file(paths.model_out)
+    assert meta["teacher"]["sha256"] == hashlib.sha256(before).hexdigest() and meta["teacher"]["arch"] == "resnet18"
+    assert json.loads(paths.metrics_out.read_text())["teacher_sha256"] == meta["teacher"]["sha256"]
     plain = build_model(STFV8Config.phase_a(p))
     assert set(model.state_dict()) == set(plain.state_dict())       # no extra layers: the file layout is unchanged
     assert cfg.training.distill_from == str(frame_file)
