@@ -147,6 +147,10 @@ class ModelConfig:
     mouth_stream: bool = False        # a second input: the mouth region of each clip (lip landmarks, one still box)
                                       # through its own encoder + temporal blocks, joined to the face features before
                                       # the head (models/mouth.py; reenactment / lip-sync cues). Off: the model is unchanged
+    frame_stream: bool = False        # two streams: the timm trunk is kept whole (every block + its head conv) and
+                                      # its pooled per-frame features get their own linear head; the clip's logits are
+                                      # the STF head's plus the per-frame logits averaged over time (late fusion,
+                                      # docs/model.md). Needs model.spatial_backbone. Off: the trunk is cut at trunk_stride
     mouth_size: int = field(default=48, metadata=_rng(16, 512))   # mouth crop side (px), cut from the stored crops
     mouth_dim: int = field(default=64, metadata=_rng(8, 4096))    # channels of the mouth stream (its tokens and pooled feature)
 
@@ -157,6 +161,9 @@ class ModelConfig:
         if self.trunk_init not in ("", "none") and self.spatial_backbone == "none":
             raise ConfigError(f"model.trunk_init={self.trunk_init!r} needs a timm trunk (model.spatial_backbone, the "
                               "frame baseline's baseline.arch); the built-in conv stem has no pretrained counterpart")
+        if self.frame_stream and self.arch == "stfmamba" and self.spatial_backbone == "none":
+            raise ConfigError("model.frame_stream=true needs a timm trunk (model.spatial_backbone, e.g. "
+                              "tf_efficientnet_lite0): the frame stream is that CNN run whole; set it or frame_stream: false")
         if self.arch == "stfmamba" and self.img_size < self.trunk_stride * 8:
             raise ConfigError(f"model.img_size={self.img_size} must be at least trunk_stride x 8 = "
                               f"{self.trunk_stride * 8} (stage 1 at H/{self.trunk_stride}, three 2x downsamples after it)")
@@ -384,6 +391,7 @@ class STFV8Config:
         b = p.baseline
         model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
                         pretrained=b.pretrained, mouth_stream=False,   # single frames: no temporal mouth stream
+                        frame_stream=False,                             # it is the frame stream
                         trunk_init="none")                              # the frame baseline is what it starts from
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,

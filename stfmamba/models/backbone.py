@@ -64,12 +64,15 @@ class TimmTrunk(nn.Module):
         level: the ``feature_info`` index used.
         weights: :class:`~stfmamba.models.pretrained.WeightsInfo` of the initial weights.
 
+    ``keep_head`` (``model.frame_stream``): the CNN is not cut; :meth:`forward` ``(with_head=True)`` also
+    returns its pooled pre-classifier features (every block, head conv, global pool) for the frame stream.
+
     ``init`` (``model.trunk_init``): a frame-baseline model file (``models/frame.pt``) of the same timm
     model; its SBI-fine-tuned network, not ``pretrained``, is then the starting point (kind ``frame_model``).
     """
 
     def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int, stride: int = 4,
-                 init: str = "none") -> None:
+                 init: str = "none", keep_head: bool = False) -> None:
         super().__init__()
         from stfmamba.models.pretrained import create_pretrained, load_frame_model
 
@@ -89,8 +92,11 @@ class TimmTrunk(nn.Module):
                              f"(reductions {reductions}); pick another CNN or model.trunk_stride")
         self.level = level[0]
         channels = net.feature_info[self.level]["num_chs"]
-        net.prune_intermediate_layers(indices=[self.level], prune_norm=True, prune_head=True)
+        self.keep_head = keep_head
+        if not keep_head:
+            net.prune_intermediate_layers(indices=[self.level], prune_norm=True, prune_head=True)
         self.net = net
+        self.head_dim = int(net.num_features) if keep_head else 0   # pooled width of the whole CNN (1280 for Lite0)
         for mod in self.net.modules():   # pretrained (or timm-initialised) trunk: the model's init leaves it alone
             mod._no_reinit = True
         self.conv1 = nn.Conv2d(3, stem_dim, 3, stride=2, padding=1)
@@ -102,9 +108,18 @@ class TimmTrunk(nn.Module):
         """The timm model's input spec (mean / std of its pretrained config, :func:`timm_data_config`)."""
         return timm_data_config(self.net)
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/s, W/s, out_dim)``."""
+    def forward(self, frames: torch.Tensor, with_head: bool = False):
+        """frames: ``(B·T, 3, H, W)`` -> ``(B·T, H/2, W/2, stem_dim)``, ``(B·T, H/s, W/s, out_dim)``; with
+        ``with_head`` (a trunk built with ``keep_head``) also the whole CNN's pooled features ``(B·T, head_dim)``."""
         s = F.gelu(self.conv1(frames))
-        trunk = self.net.forward_intermediates(frames, indices=[self.level], intermediates_only=True,
-                                               stop_early=True)[0]    # (B·T, C0, H/s, W/s)
-        return s.permute(0, 2, 3, 1), self.norm(self.proj(trunk.permute(0, 2, 3, 1)))
+        if with_head and not self.keep_head:
+            raise ValueError("with_head=True needs a trunk built with keep_head=True (model.frame_stream)")
+        if with_head:
+            final, inter = self.net.forward_intermediates(frames, indices=[self.level])
+            pooled = self.net.forward_head(final, pre_logits=True)   # (B·T, head_dim)
+        else:
+            inter = self.net.forward_intermediates(frames, indices=[self.level], intermediates_only=True,
+                                                   stop_early=True)
+        trunk = inter[0]                                                 # (B·T, C0, H/s, W/s)
+        out = s.permute(0, 2, 3, 1), self.norm(self.proj(trunk.permute(0, 2, 3, 1)))
+        return (*out, pooled) if with_head else out

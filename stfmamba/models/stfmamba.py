@@ -48,7 +48,7 @@ class STFMamba(nn.Module):
             self.stem = ConvStem(m.stem_dim, m.stage1_dim)
         else:
             self.stem = TimmTrunk(m.spatial_backbone, m.pretrained, m.stem_dim, m.stage1_dim, m.trunk_stride,
-                                  init=m.trunk_init)
+                                  init=m.trunk_init, keep_head=m.frame_stream)
         self.wavelet = WaveletBranch(m.stem_dim, m.dwt_channels)
         self.fusion_kind = "wss" if f.use_wss else "hll_gate"
         self.fusion = nn.ModuleDict({self.fusion_kind: FREQUENCY_FUSION[self.fusion_kind](
@@ -69,6 +69,9 @@ class STFMamba(nn.Module):
         self.mouth = MouthStream(m, spatial_mixer) if m.mouth_stream else None
         self.head_drop = nn.Dropout(m.dropout)
         self.head = nn.Linear(in_dim + (self.mouth.out_dim if self.mouth is not None else 0), 2)
+        # frame stream (model.frame_stream): the whole timm CNN's pooled features of every frame -> 2 logits,
+        # averaged over time and added to the STF head's (late fusion of a spatial and a temporal stream)
+        self.frame_head = nn.Linear(self.stem.head_dim, 2) if m.frame_stream else None
         self.apply(_init_weights)
         self.set_grad_checkpointing(grad_checkpointing)
 
@@ -111,10 +114,15 @@ class STFMamba(nn.Module):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: ``(B, 3, T, H, W)`` -> pooled features ``(B, C4)``, per-frame features ``(B, T, C4)`` (the last
         stage's output averaged over space, before the norm), hll_energy ``(B,)``, all_band_energy ``(B,)``,
-        mask logits ``(B, T, h1, w1)`` (``None`` without the mask head)."""
+        mask logits ``(B, T, h1, w1)`` (``None`` without the mask head), and with the frame stream its
+        per-frame pooled CNN features ``(B, T, head_dim)`` (``None`` without)."""
         b = x.shape[0]
         frames = rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
-        stem, trunk = self.stem(frames)                               # (B·T, H/2, W/2, Cs), (B·T, H/4, W/4, C1)
+        if self.frame_head is not None:
+            stem, trunk, whole = self.stem(frames, with_head=True)
+            whole = rearrange(whole, "(b t) c -> b t c", b=b)
+        else:
+            (stem, trunk), whole = self.stem(frames), None            # (B·T, H/2, W/2, Cs), (B·T, H/4, W/4, C1)
         stem = rearrange(stem, "(b t) h w c -> b t h w c", b=b)
         feats = rearrange(trunk, "(b t) h w c -> b t h w c", b=b)
         bands, hll_energy, all_energy = self.wavelet(stem)           # (B, Cd, 8, T', H', W')
@@ -123,7 +131,7 @@ class STFMamba(nn.Module):
         for stage in self.stages:
             feats = stage(feats)                                      # (B, T, h_i, w_i, C_i)
         per_frame = feats.mean(dim=(2, 3))                            # (B, T, C4)
-        return self.norm(per_frame.mean(dim=1)), per_frame, hll_energy, all_energy, mask_logits
+        return self.norm(per_frame.mean(dim=1)), per_frame, hll_energy, all_energy, mask_logits, whole
 
     @property
     def needs_mouth(self) -> bool:
@@ -139,23 +147,29 @@ class STFMamba(nn.Module):
             ``logits (B, 2)``, ``hll_energy (B,)``, ``all_band_energy (B,)`` (fp32) and
             ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty); with the
             mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution); ``frame_features (B, T, C4)``
-            (what ``training.distill_from`` teaches).
+            (what ``training.distill_from`` teaches); with ``model.frame_stream`` also ``frame_stream_logits
+            (B, 2)``, the frame stream's share of ``logits``.
         """
         if (mouth is not None) != self.needs_mouth:
             raise ValueError("this model has a mouth stream (model.mouth_stream): call it with mouth=(B, 3, T, s, s)"
                              if self.needs_mouth else "mouth= given, but this model has no mouth stream "
                              "(model.mouth_stream: false)")
-        pooled, per_frame, hll_energy, all_energy, mask_logits = self.forward_features(x)
+        pooled, per_frame, hll_energy, all_energy, mask_logits, whole = self.forward_features(x)
         if self.mouth is not None:
             if mouth.shape[0] != x.shape[0] or mouth.shape[2] != x.shape[2]:
                 raise ValueError(f"mouth clips {tuple(mouth.shape)} do not match the clips {tuple(x.shape)} "
                                  "(same batch and frames)")
             pooled = torch.cat([pooled, self.mouth(mouth).to(pooled.dtype)], dim=-1)   # (B, C4 + mouth_dim)
         logits = self.head(self.head_drop(pooled))
+        if self.frame_head is not None:
+            frame_logits = self.frame_head(self.head_drop(whole)).mean(dim=1)   # (B, 2): per-frame, averaged
+            logits = logits + frame_logits.to(logits.dtype)
         gates = list(self.state_gates().values())
         aux = {"sdim_l1": torch.stack([g.l1() for g in gates]).mean()} if gates else {}
         out = {"logits": logits, "hll_energy": hll_energy, "all_band_energy": all_energy, "aux_losses": aux,
                "frame_features": per_frame}
+        if self.frame_head is not None:
+            out["frame_stream_logits"] = frame_logits
         if mask_logits is not None:
             out["mask_logits"] = mask_logits
         return out

