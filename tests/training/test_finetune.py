@@ -103,3 +103,26 @@ def test_ddp_two_ranks_with_an_efficientnet_trunk(tiny_dataset, tmp_path):
         assert torch.equal(w0[k], w1[k]), f"ranks differ at {k}"
     m = json.loads((tmp_path / "metrics" / "train_phase_a.json").read_text())
     assert m["world_size"] == 2 and m["steps"] == 2   # 4 videos / (2 ranks x batch 1)
+
+
+def test_training_with_the_frame_stream(tiny_dataset, tmp_path):
+    """model.frame_stream: the whole trunk trains (its kept blocks in the pretrained lr group), the
+    model file holds the frame head, and the saved model scores as the trained one."""
+    from stfmamba.models.checkpoint import load_model_file
+    params = _with_trunk(tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), epochs_phase_a=1,
+                                     clips_per_video=1), pretrained_lr_mult=0.5)
+    params = replace(params, model=replace(params.model, frame_stream=True))
+    start = build_model(STFV8Config.phase_a(params)).state_dict()
+    paths = TrainPaths.for_phase(params, "a", tmp_path / "models", tmp_path / "metrics", tmp_path / "live")
+    m, model = train(params, "a", paths, return_model=True)
+    assert m["steps"] == 2 and m["skipped_steps"] == 0
+    assert "stem.net.conv_head.weight" in model.pretrained_param_names()
+    after = model.state_dict()
+    for k in ("stem.net.conv_head.weight", "stem.net.blocks.6.0.conv_pw.weight"):   # pretrained at the start
+        assert not torch.equal(start[k], after[k]), f"{k} did not train"
+    loaded, cfg, _ = load_model_file(paths.model_out)
+    assert cfg.model.frame_stream and loaded.frame_head is not None
+    x = torch.randn(1, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x)["logits"], model(x)["logits"], atol=1e-5)
