@@ -252,7 +252,8 @@ class TrainingConfig:
     select: str = field(default="best", metadata={"choices": ("best", "last")})  # model kept: best SBI-val AUC, or the last epoch (fixed schedule)
     checkpoint_every: int = field(default=50, metadata=_rng(1, None))  # optimizer steps between resume checkpoints (and each epoch end)
     pretrained_lr_mult: float = field(default=1.0, metadata=_rng(0.0, 10.0))  # lr multiplier of parameters loaded from
-                                                                             # pretrained weights (trunk / frame body)
+                                                                             # pretrained weights (trunk / frame body);
+                                                                             # 0 freezes them (no gradient, eval mode)
     bn_policy: str = field(default="train", metadata={"choices": ("train", "frozen")})  # BatchNorm statistics of the
                                       # pretrained part: updated (SyncBN under DDP on GPUs) or frozen at the weights' values
     temporal_fake_prob: float = field(default=0.0, metadata=_rng(0.0, 1.0))  # fraction of fakes made by the temporal

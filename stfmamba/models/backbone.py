@@ -69,6 +69,8 @@ class TimmTrunk(nn.Module):
 
     ``init`` (``model.trunk_init``): a frame-baseline model file (``models/frame.pt``) of the same timm
     model; its SBI-fine-tuned network, not ``pretrained``, is then the starting point (kind ``frame_model``).
+    With ``keep_head`` too, the file's 2-class classifier is kept in :attr:`init_classifier` (the
+    video model's frame head starts from it); else that attribute is ``None``.
     """
 
     def __init__(self, name: str, pretrained: str, stem_dim: int, out_dim: int, stride: int = 4,
@@ -81,6 +83,12 @@ class TimmTrunk(nn.Module):
         else:   # model.trunk_init: the trained frame baseline's network (itself fine-tuned from its weights)
             net, _ = create_pretrained(name, "none", "model.trunk_init", num_classes=0)
             self.weights = load_frame_model(net, init, name)
+        # the frame baseline's 2-class classifier, for the video model's frame head (model.frame_stream);
+        # a plain attribute, not state: the model file holds frame_head.* itself
+        self.init_classifier = None
+        if keep_head and init not in ("", "none"):
+            from stfmamba.models.pretrained import frame_model_classifier
+            self.init_classifier = frame_model_classifier(init, name)
         if not hasattr(net, "forward_intermediates") or not hasattr(net, "prune_intermediate_layers"):
             raise ValueError(f"model.spatial_backbone={name!r}: this timm model has no forward_intermediates / "
                              "prune_intermediate_layers; pick a CNN such as resnet18, tf_efficientnet_lite0 or "

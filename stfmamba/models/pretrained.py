@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["WEIGHT_SUFFIXES", "WeightsError", "WeightsNotFound", "WeightsInfo", "resolve_weights", "read_state_dict",
            "convert_state_dict", "load_pretrained", "create_pretrained", "file_sha256", "weights_identity",
-           "frame_model_network", "load_frame_model"]
+           "frame_model_network", "frame_model_classifier", "load_frame_model"]
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
@@ -382,6 +382,27 @@ def frame_model_network(path: str | os.PathLike, arch: str, key: str = "model.tr
         raise WeightsError(f"{key}={str(path)!r}: {len(state) - len(body)} tensors outside the frame "
                            "classifier's 'net.' network; not a frame-baseline model file")
     return body, dict(blob.get("meta") or {})
+
+
+def frame_model_classifier(path: str | os.PathLike, arch: str, key: str = "model.trunk_init"
+                           ) -> dict[str, torch.Tensor]:
+    """The 2-class classifier of a frame-baseline model file: ``{"weight": (2, D), "bias": (2,)}``
+    (timm's classifier keys of ``arch``). With ``model.frame_stream`` and ``model.trunk_init`` the
+    video model's frame head starts from it, so its frame stream starts as the trained frame baseline.
+
+    Raises:
+        WeightsError: the file's classifier is not one 2-class linear layer.
+    """
+    import timm
+
+    body, _ = frame_model_network(path, arch, key)
+    probe = timm.create_model(arch, pretrained=False, num_classes=2)
+    head = sorted(_classifier_keys(probe, body))
+    out = {k.rsplit(".", 1)[-1]: body[k] for k in head}
+    if set(out) != {"weight", "bias"} or out["weight"].ndim != 2 or out["weight"].shape[0] != 2:
+        raise WeightsError(f"{key}={str(path)!r}: the frame baseline's classifier is not a 2-class linear layer "
+                           f"(keys {head}); retrain it with this version (`dvc repro train_frame`)")
+    return out
 
 
 def load_frame_model(model: nn.Module, spec: str, arch: str, key: str = "model.trunk_init") -> WeightsInfo:

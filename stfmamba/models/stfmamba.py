@@ -73,6 +73,14 @@ class STFMamba(nn.Module):
         # averaged over time and added to the STF head's (late fusion of a spatial and a temporal stream)
         self.frame_head = nn.Linear(self.stem.head_dim, 2) if m.frame_stream else None
         self.apply(_init_weights)
+        # model.frame_stream + model.trunk_init: the frame stream starts as the trained frame baseline
+        # (its network and its classifier), so the clip logits start at its per-frame evidence
+        init_head = getattr(self.stem, "init_classifier", None) if self.frame_head is not None else None
+        self.frame_head_pretrained = init_head is not None
+        if init_head is not None:
+            with torch.no_grad():
+                self.frame_head.weight.copy_(init_head["weight"])
+                self.frame_head.bias.copy_(init_head["bias"])
         self.set_grad_checkpointing(grad_checkpointing)
 
     @property
@@ -83,11 +91,13 @@ class STFMamba(nn.Module):
         return getattr(self.stem, "weights", None) or WeightsInfo(spec="none", kind="none")
 
     def pretrained_param_names(self) -> set[str]:
-        """Names of the parameters that start from pretrained weights (the timm trunk's ``stem.net``;
-        none when its weights are random)."""
+        """Names of the parameters that start from pretrained weights (the timm trunk's ``stem.net``, and
+        ``frame_head`` when it starts from the frame baseline's classifier; none when the trunk's weights
+        are random)."""
         if self.weights_info.kind == "none":
             return set()
-        return {n for n, _ in self.named_parameters() if n.startswith("stem.net.")}
+        prefixes = ("stem.net.", "frame_head.") if self.frame_head_pretrained else ("stem.net.",)
+        return {n for n, _ in self.named_parameters() if n.startswith(prefixes)}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Per-block activation checkpointing (timm's method name)."""

@@ -186,6 +186,37 @@ def freeze_bn_stats(model: torch.nn.Module) -> int:
     return n
 
 
+def freeze_pretrained(model: torch.nn.Module) -> int:
+    """``training.pretrained_lr_mult: 0``: the pretrained parameters (``model.pretrained_param_names()``)
+    get no gradient. Their modules are also put in eval mode by :func:`freeze_pretrained_modes` after
+    every ``model.train()`` (BatchNorm statistics, dropout and drop-path as at inference), so the
+    frozen part computes exactly what it computed when loaded.
+
+    Returns:
+        The number of parameters frozen.
+    """
+    names = getattr(model, "pretrained_param_names", lambda: set())()
+    n = 0
+    for name, p in model.named_parameters():
+        if name in names:
+            p.requires_grad_(False)
+            n += 1
+    return n
+
+
+def freeze_pretrained_modes(model: torch.nn.Module) -> int:
+    """Eval mode for every module all of whose parameters are frozen pretrained ones (and for the
+    parameter-free modules inside them); call after every ``model.train()``. Returns the count."""
+    names = getattr(model, "pretrained_param_names", lambda: set())()
+    n = 0
+    for name, mod in model.named_modules():
+        own = [f"{name}.{k}" if name else k for k, _ in mod.named_parameters()]
+        if own and all(k in names for k in own) and not any(p.requires_grad for p in mod.parameters()):
+            mod.eval()
+            n += 1
+    return n
+
+
 # --------------------------------------------------------------------------- inputs
 def input_fingerprint(params: Params, paths: TrainPaths) -> dict[str, str | None]:
     """Content hashes of what a phase trains from besides its config: the training dataset's
@@ -346,6 +377,10 @@ def build_model_and_loss(run: Run) -> tuple[torch.nn.Module, torch.nn.Module]:
     from stfmamba.models.losses import STFV8Loss
 
     model = build_model(run.cfg).to(run.device)
+    if run.tr.pretrained_lr_mult == 0:   # frozen: no gradient (nor its compute), no optimizer state
+        n = freeze_pretrained(model)
+        if run.info.is_main:
+            log.info("training.pretrained_lr_mult=0: %d pretrained parameters frozen (no gradient, eval mode)", n)
     if run.tr.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise RuntimeError("training.grad_checkpointing is true but the model has no set_grad_checkpointing()")
@@ -520,7 +555,9 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
                         pin_memory=device.type == "cuda", persistent_workers=False,
                         worker_init_fn=worker_init if tr.num_workers > 0 else None)
     parts.net.train()
-    if tr.bn_policy == "frozen":
+    if tr.pretrained_lr_mult == 0:
+        freeze_pretrained_modes(parts.model)
+    elif tr.bn_policy == "frozen":
         freeze_bn_stats(parts.model)
     bar = tqdm(total=data.batches_per_epoch, initial=start_batch, disable=not info.is_main,
                desc=f"phase {run.phase} epoch {epoch + 1}/{run.epochs}", leave=False,

@@ -93,3 +93,49 @@ def test_model_file_round_trip_and_config_rules(tmp_path):
     assert STFV8Config.frame_baseline(p).model.frame_stream is False        # the frame baseline is one already
     assert STFV8Config.phase_a(p).model.frame_stream and STFV8Config.phase_b(p).model.frame_stream
     assert timm.create_model(ARCH, num_classes=0).num_features == 1280
+
+
+def test_frame_stream_starts_as_the_trained_frame_baseline_and_can_be_frozen(tmp_path):
+    """frame_stream + trunk_init: the stream's per-frame logits are the frame baseline's own (its network and
+    its 2-class classifier); training.pretrained_lr_mult=0 keeps that part exactly as loaded while the STF part learns."""
+    from stfmamba.training.trainer import freeze_pretrained, freeze_pretrained_modes
+    from stfmamba.training.optim import build_optimizer
+
+    p = Params()
+    p = dataclasses.replace(p, baseline=dataclasses.replace(p.baseline, arch=ARCH, pretrained=PKG, img_size=64))
+    fcfg = STFV8Config.frame_baseline(p)
+    torch.manual_seed(3)
+    frame = build_model(fcfg)
+    with torch.no_grad():                       # a "fine-tuned" classifier no fresh model has
+        frame.net.classifier.weight.normal_(0, 0.05)
+        frame.net.classifier.bias.copy_(torch.tensor([0.3, -0.2]))
+    frame_file = save_model_file(tmp_path / "frame.pt", frame, fcfg, p.preprocess, phase="frame")
+    cfg = lite0_cfg(True)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none", trunk_init=str(frame_file)))
+    torch.manual_seed(4)
+    model = build_model(cfg)
+    assert model.frame_head_pretrained and torch.equal(model.frame_head.bias, frame.net.classifier.bias)
+    frame.eval(), model.eval()
+    x = torch.randn(2, 3, T, 64, 64)
+    with torch.no_grad():
+        want = frame(x)["frame_logits"].mean(1)   # the baseline's logits, frame by frame, averaged
+        got = model(x)["frame_stream_logits"]
+    assert torch.allclose(got, want, atol=1e-4)
+    names = model.pretrained_param_names()
+    assert "frame_head.weight" in names and any(n.startswith("stem.net.") for n in names)
+    assert not any(n.startswith(("stages.", "head.", "stem.proj")) for n in names)
+
+    # frozen: no gradient there, eval mode there, and one optimizer step changes only the rest
+    assert freeze_pretrained(model) == len(names)
+    opt = build_optimizer(model, 1e-2, 0.05, 0.0)
+    assert all(p.requires_grad for g in opt.param_groups for p in g["params"])
+    model.train()
+    assert freeze_pretrained_modes(model) > 0
+    assert not model.stem.net.training and model.stages.training and model.head.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model(x)["logits"].sum().backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith(("stem.net.", "frame_head.")) for k in changed)  # BN stats too
+    assert any(k.startswith("stages.") for k in changed) and "head.weight" in changed
