@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     res = evaluate_dataset(model, spec, params.data.test, root / params.data.test, out / "eval", **kw).metrics
     summary = {"phase": args.phase, "sets": args.sets, "train_s": round(train_s, 1),
                "val_auc": m.get("last_val_auc"), "last_train_loss": m.get("last_train_loss"),
-               "auc": res["auc"], "static_auc": res.get("static_auc")}
+               "auc": res["auc"], "static_auc": res.get("static_auc"),
+               "shuffled_auc": res.get("shuffled_auc")}
     for name in params.data.cross:
         r = evaluate_dataset(model, spec, name, root / name, out / f"eval_{name}", **kw).metrics
         summary[f"auc_{name}"] = r["auc"].get("overall")

@@ -9,7 +9,7 @@ static clip has one. This scores the demo test split through the evaluation engi
 real and static clips each: the whole model, the frame stream alone (the STF head's weights set to
 zero) and the STF stream alone (the frame head's set to zero). The frame stream alone has no time
 in it, so its real - static gap is the averaging effect only; the STF stream's gap is what time
-gives it. Prints one JSON line and writes ``<out>/stream_split.json``.
+gives it. Each is also scored on shuffled clips (the same frames out of order): the order gain. Prints one JSON line and writes ``<out>/stream_split.json``.
 """
 from __future__ import annotations
 
@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
                 for p in getattr(m, silenced).parameters():
                     p.zero_()
         res = evaluate_dataset(m, spec, params.data.test, root / params.data.test, out / name, **kw).metrics
-        auc, static = res["auc"], res.get("static_auc") or {}
-        result[name] = {"auc": auc, "static_auc": static,
+        auc, static, shuffled = res["auc"], res.get("static_auc") or {}, res.get("shuffled_auc") or {}
+        result[name] = {"auc": auc, "static_auc": static, "shuffled_auc": shuffled,
                         "gain": {k: round(auc[k] - static[k], 4) for k in auc
-                                 if auc.get(k) is not None and static.get(k) is not None}}
+                                 if auc.get(k) is not None and static.get(k) is not None},
+                        "order_gain": {k: round(auc[k] - shuffled[k], 4) for k in auc
+                                       if auc.get(k) is not None and shuffled.get(k) is not None}}
     write_json(out / "stream_split.json", result)
     print(json.dumps(result))
     return 0

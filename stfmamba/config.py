@@ -258,6 +258,9 @@ class TrainingConfig:
                                       # pretrained part: updated (SyncBN under DDP on GPUs) or frozen at the weights' values
     temporal_fake_prob: float = field(default=0.0, metadata=_rng(0.0, 1.0))  # fraction of fakes made by the temporal
                                                                             # family instead of Video-SBI (features.use_temporal_fakes)
+    stf_stream_weight: float = field(default=0.0, metadata=_rng(0.0, 100.0))  # with model.frame_stream: weight of a
+                                      # cross-entropy on the STF head's logits alone (frame stream left out), so the
+                                      # temporal stages must detect on their own, not only correct the frame logits
     temporal_fake_kinds: tuple[str, ...] = TEMPORAL_FAKE_KINDS   # temporal kinds drawn (uniformly) per clip
 
     def __post_init__(self) -> None:
@@ -397,7 +400,8 @@ class STFV8Config:
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
                            temporal_fake_kinds=TEMPORAL_FAKE_KINDS,                      # its keys do not matter
-                           distill_from="none", distill_weight=1.0)   # the frame baseline is the teacher, not a student
+                           distill_from="none", distill_weight=1.0,   # the frame baseline is the teacher, not a student
+                           stf_stream_weight=0.0)                     # it has no STF stream
         features = replace(p.features.without_architecture(), use_multiscale_drift=False, use_temporal_fakes=False)
         return cls(f"Frame baseline ({b.arch})", model, features, training)
 

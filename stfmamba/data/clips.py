@@ -48,7 +48,7 @@ CHANNEL_ORDER = "RGB"                    # the npz crops', and every model's
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CHANNEL_ORDER", "ClipSpec", "Normalize", "clip_starts",
            "random_clip_start", "model_clip", "mouth_box", "mouth_clip", "mouth_tensor",
-           "clip_tensor", "normalize_clips", "frames_to_tensor", "static_clips"]
+           "clip_tensor", "normalize_clips", "frames_to_tensor", "static_clips", "shuffle_order", "shuffled_clips"]
 
 
 def clip_starts(num_segments: int, frames_per_segment: int, num_frames: int) -> list[int]:
@@ -247,3 +247,30 @@ def static_clips(x: torch.Tensor) -> torch.Tensor:
     model's AUC on real and on static clips is what its temporal modelling contributes.
     """
     return x[..., :1, :, :].expand_as(x).contiguous()
+
+
+def shuffle_order(t: int) -> list[int]:
+    """The fixed frame order of a shuffled clip of ``t`` frames: the odd positions, then the even ones
+    (``t = 4``: ``[1, 3, 0, 2]``; ``t = 8``: ``[1, 3, 5, 7, 0, 2, 4, 6]``).
+
+    From ``t = 4`` on no two frames that follow each other in the shuffled clip were neighbours in the
+    clip (every step jumps 2 or more frames), so a motion cue between consecutive frames is broken
+    everywhere. ``t = 2`` / ``3`` have no such order: the clip reversed. ``t = 1``: itself.
+    """
+    if t < 1:
+        raise ValueError(f"shuffle_order: t must be >= 1, got {t}")
+    if t < 4:
+        return list(range(t))[::-1]
+    return list(range(1, t, 2)) + list(range(0, t, 2))
+
+
+def shuffled_clips(x: torch.Tensor) -> torch.Tensor:
+    """Clips ``x: (..., 3, T, H, W)`` with their frames in the order :func:`shuffle_order` (``T``).
+
+    The control for what the *order* of the frames adds: a shuffled clip holds exactly the frames of
+    the clip, so a model's per-frame evidence (a frame classifier, the frame stream's averaged logits)
+    is the same on both, and the gap between its AUC on real and on shuffled clips is what it reads
+    from the sequence. The static clip (:func:`static_clips`) also drops ``T - 1`` of the frames, so
+    its gap mixes motion with having fewer frames of evidence.
+    """
+    return x[..., shuffle_order(x.shape[-3]), :, :].contiguous()

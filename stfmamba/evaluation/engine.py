@@ -19,7 +19,13 @@ model (``T = 1``) has nothing to repeat: its static score is its score.
 A model with a mouth stream (``InputSpec.mouth_size``, ``ClipSpec.mouth_size``) also gets each clip's
 mouth clip, cut from the same frames with the npz ``landmarks`` by
 :func:`~stfmamba.data.clips.mouth_clip` (the training dataset's function); its static clip has the
-static mouth clip (the first frame's mouth crop repeated). :func:`clip_probs` is the one forward of a
+static mouth clip (the first frame's mouth crop repeated).
+
+Every clip is scored a third time **shuffled** (the same frames in a fixed order that never keeps
+two neighbours together, :func:`~stfmamba.data.clips.shuffled_clips`; the mouth clip in the same
+order): ``shuffled_score``. A shuffled clip holds exactly the clip's frames, so per-frame evidence
+is the same on both and the real - shuffled AUC gap (``order_gain``) is what the model reads from the
+sequence itself; the static gap also drops ``T - 1`` frames of evidence. :func:`clip_probs` is the one forward of a
 batch of clips, here and in ``stfmamba predict``.
 
 Rows are identified by position (the manifest's key is ``(method, video_id)``: FF++ and the demo
@@ -41,15 +47,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stfmamba.amp import resolve_amp
-from stfmamba.data.clips import ClipSpec, Normalize, clip_tensor, mouth_tensor, static_clips
+from stfmamba.data.clips import ClipSpec, Normalize, clip_tensor, mouth_tensor, shuffled_clips, static_clips
 from stfmamba.data.manifest import face_npz, load_npz
 
 __all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "video_mouth_clips", "clip_probs",
            "autocast_for", "score_videos"]
 
-VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "n_clips", "faces",
+VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "shuffled_score",
+                 "n_clips", "faces",
                  "face_scores", "group", "identity"]   # group / identity: the manifest's ("" = unknown)
-CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score", "face"]  # row: index into videos
+CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score", "shuffled_score",
+                "face"]  # row: index into videos
 
 
 def video_clips(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
@@ -142,7 +150,7 @@ def autocast_for(device: torch.device, amp: str):
 def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, spec: ClipSpec, *,
                  norm: Normalize, batch_size: int = 8, num_workers: int = 0, device: str | torch.device = "cpu",
                  amp: str = "auto", progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score the videos of ``rows`` (manifest rows) with ``model``, on real and on static clips.
+    """Score the videos of ``rows`` (manifest rows) with ``model``, on real, static and shuffled clips.
 
     Args:
         model: a module whose ``forward(x: (B,3,T,H,W)[, mouth=(B,3,T,s,s)])`` returns ``{"logits": (B,2), ...}``.
@@ -157,8 +165,8 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         progress: show a tqdm bar.
 
     Returns:
-        ``(videos, clips)``: one row per video (:data:`VIDEO_COLUMNS`; ``score`` / ``static_score``
-        NaN when failed) and one row per scored clip (:data:`CLIP_COLUMNS`).
+        ``(videos, clips)``: one row per video (:data:`VIDEO_COLUMNS`; ``score`` / ``static_score`` /
+        ``shuffled_score`` NaN when failed) and one row per scored clip (:data:`CLIP_COLUMNS`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -166,7 +174,7 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     videos = pd.DataFrame({
         "video_id": rows["video_id"].astype(str), "method": rows["method"].astype(str),
         "label": rows["label"].astype(int), "status": "ok", "reason": "", "score": np.nan,
-        "static_score": np.nan, "n_clips": 0, "faces": 0, "face_scores": "",
+        "static_score": np.nan, "shuffled_score": np.nan, "n_clips": 0, "faces": 0, "face_scores": "",
         "group": rows["group"].astype(str) if "group" in rows else "",
         "identity": rows["identity"].astype(str) if "identity" in rows else ""})
     bad = rows["status"].astype(str) != "ok"
@@ -175,13 +183,13 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     todo = [(i, f, npz) for i in range(len(rows)) if not bad[i] for f, npz in enumerate(face_npz(rows.loc[i]))]
     data = _VideoClips([Path(dataset_dir) / npz for _, _, npz in todo], spec)
     loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=num_workers)
-    clip_rows: list[tuple[int, str, str, int, int, float, float, int]] = []
-    per_face: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    clip_rows: list[tuple[int, str, str, int, int, float, float, float, int]] = []
+    per_face: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
     face_err: dict[int, list[str]] = {}
     buf: list[tuple[int, int, int, torch.Tensor, torch.Tensor | None]] = []
     # (video row, face, clip start, (3,T,H,W) uint8, mouth clip (3,T,s,s) uint8 or None)
     starts = spec.starts()
-    with_static = spec.num_frames > 1   # T = 1: the static clip is the clip
+    with_static = spec.num_frames > 1   # T = 1: the static (and the shuffled) clip is the clip
 
     def flush() -> None:
         if not buf:
@@ -191,10 +199,12 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         prob = clip_probs(model, x, norm, device, amp, mouth)
         static = (clip_probs(model, static_clips(x), norm, device, amp,
                              None if mouth is None else static_clips(mouth)) if with_static else prob)
-        for (v, f, s, *_), p, q in zip(buf, prob, static):
-            per_face.setdefault((v, f), []).append((float(p), float(q)))
+        shuffled = (clip_probs(model, shuffled_clips(x), norm, device, amp,
+                               None if mouth is None else shuffled_clips(mouth)) if with_static else prob)
+        for (v, f, s, *_), p, q, r in zip(buf, prob, static, shuffled):
+            per_face.setdefault((v, f), []).append((float(p), float(q), float(r)))
             clip_rows.append((v, videos.at[v, "video_id"], videos.at[v, "method"], int(videos.at[v, "label"]), s,
-                              float(p), float(q), f))
+                              float(p), float(q), float(r), f))
         buf.clear()
 
     for j, clips, mouths, err in tqdm(loader, total=len(data), desc="evaluate", disable=not progress, leave=False):
@@ -214,12 +224,13 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         if v in face_err:
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "; ".join(face_err[v])
             continue
-        p = [np.asarray(per_face[(v, f)]) for f in fs]   # per face (K, 2): real clip, static clip
+        p = [np.asarray(per_face[(v, f)]) for f in fs]   # per face (K, 3): real, static, shuffled clip
         if not all(np.all(np.isfinite(q)) for q in p):
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "non-finite model output"
             continue
-        means = np.stack([q.mean(0) for q in p])          # (F, 2): mean over clips of each face
+        means = np.stack([q.mean(0) for q in p])          # (F, 3): mean over clips of each face
         videos.at[v, "score"], videos.at[v, "static_score"] = float(means[:, 0].max()), float(means[:, 1].max())
+        videos.at[v, "shuffled_score"] = float(means[:, 2].max())
         videos.at[v, "n_clips"] = int(sum(len(q) for q in p))
         videos.at[v, "faces"] = len(fs)
         videos.at[v, "face_scores"] = ";".join(f"{m:.6f}" for m in means[:, 0])

@@ -30,7 +30,13 @@ scored. Beside them, so that a number is read with its uncertainty and its exclu
 - ``temporal_gain`` = ``auc - static_auc``: what the motion adds, and ``temporal_gain_ci95`` its
   paired cluster-bootstrap interval (both AUCs on the same resampled clusters). ``None`` for a
   frame-level model (``temporal=False``: its static clip is its clip, the gain is 0 by definition
-  and not a measurement), and the interval ``None`` when it collapses (e.g. both AUCs 1 throughout).
+  and not a measurement), and the interval ``None`` when it collapses (e.g. both AUCs 1 throughout);
+- ``shuffled_auc``: the AUC on shuffled clips (the clip's own frames in an order that keeps no two
+  neighbours together), and ``order_gain`` = ``auc - shuffled_auc`` with ``order_gain_ci95`` (paired,
+  as above): what the order of the frames adds. A shuffled clip keeps every frame, so a per-frame
+  score is the same on both; the static clip also drops ``T - 1`` frames of evidence, which a model
+  that averages per-frame evidence (the frame stream) turns into a "temporal gain" with no motion
+  in it (docs/ablations.md). ``None`` for a frame-level model, like the temporal gain.
 
 A subset with only one class has no AUC / AP / EER: those entries are ``None`` (JSON ``null``),
 never a made-up 0.5.
@@ -251,11 +257,13 @@ class ClusterBootstrap:
     groups_fake: int                              # clusters holding a fake
     temporal_gain_ci95: tuple[float, float] | None = None   # paired interval of auc - static_auc
     n_resamples: int = 0                          # resamples used (skipped ones excluded)
+    order_gain_ci95: tuple[float, float] | None = None      # paired interval of auc - shuffled_auc
 
 
 def cluster_bootstrap(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, by: str = "source",
                       static_scores: np.ndarray | None = None, n_resamples: int = N_BOOTSTRAP,
-                      level: float = 0.95, seed: int = BOOTSTRAP_SEED) -> ClusterBootstrap | None:
+                      level: float = 0.95, seed: int = BOOTSTRAP_SEED,
+                      shuffled_scores: np.ndarray | None = None) -> ClusterBootstrap | None:
     """Cluster bootstrap of the ROC AUC (and, paired, of ``auc - static_auc``); None with one class.
 
     Each resample draws ``C`` of the ``C`` clusters with replacement (the classes are not stratified:
@@ -276,6 +284,7 @@ def cluster_bootstrap(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarr
         n_resamples: resamples drawn.
         level: coverage of the two-sided interval.
         seed: generator seed.
+        shuffled_scores: ``(N,)`` scores on shuffled clips: the paired interval of ``auc - shuffled_auc``.
 
     Returns:
         intervals, bound and cluster counts (:class:`ClusterBootstrap`). At AUC 1 every resample is 1:
@@ -293,14 +302,20 @@ def cluster_bootstrap(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarr
     weights, _ = _cluster_weights(y, cl, n_resamples, seed)
     w = np.stack(weights) if weights else np.zeros((0, y.size))
     aucs = weighted_aucs(y, s, w)
-    gain_ci = None
-    if static_scores is not None:
-        st = np.asarray(static_scores, dtype=np.float64)
-        if np.all(np.isfinite(st)):
-            gains = aucs - weighted_aucs(y, st, w)
-            if gains.size and np.ptp(gains) > 1e-12:
-                lo, hi = np.quantile(gains, q)
-                gain_ci = (float(lo), float(hi))
+
+    def paired_ci(control: np.ndarray | None) -> tuple[float, float] | None:
+        if control is None:
+            return None
+        c = np.asarray(control, dtype=np.float64)
+        if not np.all(np.isfinite(c)):
+            return None
+        gains = aucs - weighted_aucs(y, c, w)
+        if not gains.size or np.ptp(gains) <= 1e-12:
+            return None
+        lo, hi = np.quantile(gains, q)
+        return float(lo), float(hi)
+
+    gain_ci, order_ci = paired_ci(static_scores), paired_ci(shuffled_scores)
     collapsed = aucs.size == 0 or np.ptp(aucs) <= 1e-12
     if point >= 1.0:
         ci, lower = None, perfect_auc_lower_bound(k)
@@ -308,7 +323,7 @@ def cluster_bootstrap(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarr
         ci = None if collapsed else tuple(float(v) for v in np.quantile(aucs, q))
         lower = None if k == 0 or aucs.size == 0 else float(np.quantile(aucs, LOWER_ALPHA))
     return ClusterBootstrap(ci, lower, by, len(set(cl[y == 0].tolist())), len(set(cl[y == 1].tolist())),
-                            gain_ci, int(aucs.size))
+                            gain_ci, int(aucs.size), order_ci)
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -361,12 +376,16 @@ class SubsetMetrics:
     auc_identities: int | None = None             # distinct people among the scored videos (None: unknown)
     temporal_gain: float | None = None            # auc - static_auc (None: frame model / not scored)
     temporal_gain_ci95: tuple[float, float] | None = None   # paired cluster-bootstrap interval
+    shuffled_auc: float | None = None             # AUC on shuffled clips (None: not scored)
+    order_gain: float | None = None               # auc - shuffled_auc (None: frame model / not scored)
+    order_gain_ci95: tuple[float, float] | None = None      # paired cluster-bootstrap interval
 
 
 def subset_metrics(labels: np.ndarray, scores: np.ndarray, clip_labels: np.ndarray, clip_scores: np.ndarray,
                    failed: np.ndarray | None = None, static_scores: np.ndarray | None = None,
                    n_resamples: int = N_BOOTSTRAP, clusters: np.ndarray | None = None, cluster_by: str = "video",
-                   temporal: bool = True, identities: np.ndarray | None = None) -> SubsetMetrics:
+                   temporal: bool = True, identities: np.ndarray | None = None,
+                   shuffled_scores: np.ndarray | None = None) -> SubsetMetrics:
     """Metrics of one subset.
 
     Args:
@@ -381,6 +400,7 @@ def subset_metrics(labels: np.ndarray, scores: np.ndarray, clip_labels: np.ndarr
         cluster_by: what ``clusters`` are (``identity`` | ``source`` | ``video``), reported.
         temporal: False for a frame-level model: no ``temporal_gain`` (0 by definition).
         identities: ``(N,)`` person per video (``""`` unknown), for ``auc_identities`` only.
+        shuffled_scores: ``(N,)`` video scores on shuffled clips, or None.
     """
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
     failed = ~np.isfinite(scores) if failed is None else np.asarray(failed, dtype=bool)
@@ -391,9 +411,13 @@ def subset_metrics(labels: np.ndarray, scores: np.ndarray, clip_labels: np.ndarr
     st = None if static_scores is None else np.asarray(static_scores, dtype=np.float64)[ok]
     a = auc(y, s)
     static = None if st is None else auc(y, st)
+    sh = None if shuffled_scores is None else np.asarray(shuffled_scores, dtype=np.float64)[ok]
+    shuffled = None if sh is None else auc(y, sh)
     boot = cluster_bootstrap(y, s, np.asarray(clusters).astype(str)[ok], cluster_by,
-                             static_scores=st if temporal and static is not None else None, n_resamples=n_resamples)
+                             static_scores=st if temporal and static is not None else None, n_resamples=n_resamples,
+                             shuffled_scores=sh if temporal and shuffled is not None else None)
     gain = a - static if temporal and a is not None and static is not None else None
+    order = a - shuffled if temporal and a is not None and shuffled is not None else None
     return SubsetMetrics(
         auc=a, ap=average_precision(y, s), eer=eer(y, s), acc=accuracy(y, s),
         clip_auc=auc(clip_labels, clip_scores), n_real=int((y == 0).sum()), n_fake=int((y == 1).sum()),
@@ -407,14 +431,17 @@ def subset_metrics(labels: np.ndarray, scores: np.ndarray, clip_labels: np.ndarr
         auc_groups_fake=0 if boot is None else boot.groups_fake,
         auc_identities=None if identities is None else (count_identities(np.asarray(identities).astype(str)[ok])
                                                         or None),
-        temporal_gain=gain, temporal_gain_ci95=None if boot is None or gain is None else boot.temporal_gain_ci95)
+        temporal_gain=gain, temporal_gain_ci95=None if boot is None or gain is None else boot.temporal_gain_ci95,
+        shuffled_auc=shuffled, order_gain=order,
+        order_gain_ci95=None if boot is None or order is None else boot.order_gain_ci95)
 
 
 def per_method_metrics(labels: np.ndarray, methods: np.ndarray, scores: np.ndarray,
                        clip_video: np.ndarray, clip_scores: np.ndarray, *, failed: np.ndarray | None = None,
                        static_scores: np.ndarray | None = None, n_resamples: int = N_BOOTSTRAP,
                        video_ids: np.ndarray | None = None, groups: np.ndarray | None = None,
-                       identities: np.ndarray | None = None, temporal: bool = True) -> dict[str, SubsetMetrics]:
+                       identities: np.ndarray | None = None, temporal: bool = True,
+                       shuffled_scores: np.ndarray | None = None) -> dict[str, SubsetMetrics]:
     """``overall`` plus one entry per manipulation method (all reals vs that method's fakes).
 
     Args:
@@ -430,7 +457,8 @@ def per_method_metrics(labels: np.ndarray, methods: np.ndarray, scores: np.ndarr
             is its own cluster (``auc_ci95_by = "video"``).
         groups: ``(N,)`` source video of each video (``""``: derived from the ids), or None.
         identities: ``(N,)`` person of each video (``""``: unknown), or None.
-        temporal: False for a frame-level model (no ``temporal_gain``).
+        temporal: False for a frame-level model (no ``temporal_gain`` / ``order_gain``).
+        shuffled_scores: ``(N,)`` video scores on shuffled clips, or None.
 
     Returns:
         ``{"overall": ..., "<method>": ...}`` with methods in sorted order; a method whose fakes all
@@ -441,6 +469,7 @@ def per_method_metrics(labels: np.ndarray, methods: np.ndarray, scores: np.ndarr
     clip_scores = np.asarray(clip_scores, dtype=np.float64)
     failed = ~np.isfinite(scores) if failed is None else np.asarray(failed, dtype=bool)
     static = None if static_scores is None else np.asarray(static_scores, dtype=np.float64)
+    shuffled = None if shuffled_scores is None else np.asarray(shuffled_scores, dtype=np.float64)
     if video_ids is None:
         clusters, by = np.arange(labels.size).astype(str), "video"
     else:
@@ -456,7 +485,8 @@ def per_method_metrics(labels: np.ndarray, methods: np.ndarray, scores: np.ndarr
                                    failed=failed[keep], static_scores=None if static is None else static[keep],
                                    n_resamples=n_resamples, clusters=clusters[keep], cluster_by=sub_by,
                                    temporal=temporal, identities=None if identities is None else
-                                   np.asarray(identities).astype(str)[keep])
+                                   np.asarray(identities).astype(str)[keep],
+                                   shuffled_scores=None if shuffled is None else shuffled[keep])
     return out
 
 

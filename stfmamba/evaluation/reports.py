@@ -14,18 +14,22 @@ Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
                          "temporal_gain_ci95": {..},                    its paired cluster-bootstrap interval
                          "auc_fail05": {..},                            failures scored 0.5 (SBI protocol)
                          "static_auc": {..},                            static clips (first frame x T)
+                         "shuffled_auc": {..},                          shuffled clips (the frames reordered)
+                         "order_gain": {..}, "order_gain_ci95": {..},   auc - shuffled_auc (null: frame model)
                          "ap": {..}, "eer": {..}, "acc": {..}, "clip_auc": {..},
                          "failed": {"<method>": {"real": n, "fake": m}},
                          "n_real": {..}, "n_fake": {..},                scored videos
                          "videos": {"total", "scored", "failed"}}
                         -> ``dvc metrics diff`` rows ``auc.<method>``, ``static_auc.overall``, ...
-    out/scores.csv      one row per video: video_id, method, label, status, reason, score, static_score, n_clips,
+    out/scores.csv      one row per video: video_id, method, label, status, reason, score, static_score,
+                        shuffled_score, n_clips,
                         faces, face_scores (score = max over faces of the mean over clips; face_scores "0.12;0.87")
-    out/clips.csv       one row per scored clip (score, static_score, face; clip_auc uses every face's clips)
+    out/clips.csv       one row per scored clip (score, static_score, shuffled_score, face; clip_auc uses every face's clips)
     out/failures.csv    the videos that could not be scored and why (also printed)
     out/roc/<name>.csv  ROC curve (fpr, tpr, threshold) per method / dataset -> ``dvc plots`` lines
     out/auc.csv         name, auc -> ``dvc plots`` horizontal bars
-    out/temporal_gain.csv  name, temporal_gain, lo, hi -> ``dvc plots`` bars (video models only:
+    out/temporal_gain.csv  name, temporal_gain, lo, hi, order_gain, order_lo, order_hi -> ``dvc plots`` bars
+                        (video models only:
                         not written with ``temporal=False``, a stale one is removed)
     out/roc.png         the same two figures as a PNG
 
@@ -44,7 +48,7 @@ from stfmamba import io
 from stfmamba.evaluation.metrics import OVERALL, per_method_metrics, roc_points
 
 METRIC_KEYS = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain",
-               "temporal_gain_ci95", "ap", "eer", "acc", "clip_auc")
+               "temporal_gain_ci95", "shuffled_auc", "order_gain", "order_gain_ci95", "ap", "eer", "acc", "clip_auc")
 GAIN_CSV = "temporal_gain.csv"
 
 
@@ -70,13 +74,14 @@ def summarize(videos: pd.DataFrame, clips: pd.DataFrame, temporal: bool = True) 
     failed = (videos["status"] != "ok").to_numpy()
     clips = clips[clips["row"].isin(np.nonzero(~failed)[0])]
     static = videos["static_score"].to_numpy(dtype=float) if "static_score" in videos else None
+    shuffled = videos["shuffled_score"].to_numpy(dtype=float) if "shuffled_score" in videos else None
     per = per_method_metrics(videos["label"].to_numpy(), videos["method"].to_numpy(),
                              videos["score"].to_numpy(dtype=float), clips["row"].to_numpy(dtype=int),
                              clips["score"].to_numpy(dtype=float), failed=failed, static_scores=static,
                              video_ids=videos["video_id"].astype(str).to_numpy(),
                              groups=videos["group"].astype(str).to_numpy() if "group" in videos else None,
                              identities=videos["identity"].astype(str).to_numpy() if "identity" in videos else None,
-                             temporal=temporal)
+                             temporal=temporal, shuffled_scores=shuffled)
     out: dict[str, Any] = {k: {name: _plain(getattr(m, k)) for name, m in per.items()} for k in METRIC_KEYS}
     out["auc_groups"] = {name: {"real": m.auc_groups_real, "fake": m.auc_groups_fake} for name, m in per.items()}
     out["auc_identities"] = {name: m.auc_identities for name, m in per.items()}
@@ -192,18 +197,26 @@ def write_png(path: Path, curves: dict[str, list[tuple[float, float, float]]], b
     plt.close(fig)
 
 
-def gain_table(gain: dict[str, float | None], ci: dict[str, list[float] | None]) -> pd.DataFrame:
-    """``name, temporal_gain, lo, hi`` (the ``dvc plots`` bars of the temporal gain; empty cells: n/a)."""
-    return pd.DataFrame({"name": list(gain), "temporal_gain": [_finite(v) for v in gain.values()],
-                         "lo": [None if ci.get(n) is None else ci[n][0] for n in gain],
-                         "hi": [None if ci.get(n) is None else ci[n][1] for n in gain]})
+def gain_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """``name, temporal_gain, lo, hi, order_gain, order_lo, order_hi`` from a metrics dict (the ``dvc
+    plots`` bars of the temporal and the order gain; empty cells: n/a)."""
+    def bounds(key: str, i: int) -> list[Any]:
+        ci = metrics.get(f"{key}_ci95") or {}
+        return [None if ci.get(n) is None else ci[n][i] for n in metrics["temporal_gain"]]
+
+    names = list(metrics["temporal_gain"])
+    order = metrics.get("order_gain") or {}
+    return pd.DataFrame({"name": names, "temporal_gain": [_finite(metrics["temporal_gain"][n]) for n in names],
+                         "lo": bounds("temporal_gain", 0), "hi": bounds("temporal_gain", 1),
+                         "order_gain": [_finite(order.get(n)) for n in names],
+                         "order_lo": bounds("order_gain", 0), "order_hi": bounds("order_gain", 1)})
 
 
-def write_gain(out: Path, metrics_gain: dict[str, float | None], metrics_ci: dict[str, Any], temporal: bool) -> None:
+def write_gain(out: Path, metrics: dict[str, Any], temporal: bool) -> None:
     """``out/temporal_gain.csv`` for a video model; removed (stale) for a frame model."""
     path = Path(out) / GAIN_CSV
     if temporal:
-        write_csv(path, gain_table(metrics_gain, metrics_ci))
+        write_csv(path, gain_table(metrics))
     elif path.exists():
         path.unlink()
 
@@ -218,7 +231,7 @@ def write_dataset_report(out: Path, videos: pd.DataFrame, clips: pd.DataFrame, t
     write_csv(out / "clips.csv", clips)
     write_csv(out / "failures.csv", failures(videos))
     write_curves(out, roc_curves(videos), dict(metrics["auc"]), title)
-    write_gain(out, metrics["temporal_gain"], metrics["temporal_gain_ci95"], temporal)
+    write_gain(out, metrics, temporal)
     return metrics
 
 
@@ -237,13 +250,13 @@ def describe_failures(name: str, videos: pd.DataFrame, limit: int = 20) -> str:
 def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
     """A Markdown table, one row per subset: AUC [95 % CI] (or ``[>= lower bound]`` when the interval
     collapses) with what the bootstrap resampled, AUC with failures at 0.5, static-clip AUC, temporal
-    gain [95 % CI], AP, EER, acc@0.5, clip AUC, scored reals / fakes (failed)."""
+    gain [95 % CI], shuffled-clip AUC, order gain [95 % CI], AP, EER, acc@0.5, clip AUC, scored reals / fakes (failed)."""
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     def cell(key: str, name: str) -> str:
         v = metrics.get(key, {}).get(name)
-        if key in ("auc", "temporal_gain"):
+        if key in ("auc", "temporal_gain", "order_gain"):
             ci = metrics.get(f"{key}_ci95", {}).get(name)
             if ci is not None:
                 return fmt(v) + f" [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -256,9 +269,10 @@ def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
                                              + ("" if not people else f", {people} people"))
         return fmt(v)
 
-    cols = ("auc", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain", "ap", "eer", "acc", "clip_auc")
+    cols = ("auc", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain", "shuffled_auc", "order_gain",
+            "ap", "eer", "acc", "clip_auc")
     rows = [f"| {title} | AUC [95 % CI] | resampled (real / fake groups) | AUC (failed = 0.5) | static AUC "
-            "| temporal gain [95 % CI] | AP | EER | acc@0.5 | clip AUC | reals / fakes (failed) |",
+            "| temporal gain [95 % CI] | shuffled AUC | order gain [95 % CI] | AP | EER | acc@0.5 | clip AUC | reals / fakes (failed) |",
             "|---" * (len(cols) + 2) + "|"]
     for name in metrics["auc"]:
         n = f"{metrics['n_real'][name]} / {metrics['n_fake'][name]}" if "n_real" in metrics else ""

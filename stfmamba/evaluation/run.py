@@ -168,10 +168,12 @@ def evaluate_dataset(model: torch.nn.Module, spec, name: str, dataset_dir: str |
 
 def cross_metrics(results: list[DatasetResult]) -> dict[str, Any]:
     """Metrics JSON of ``eval_cross``: ``auc.<dataset>``, ``auc_ci95.<dataset>``, ``auc_lower95``,
-    ``auc_ci95_by``, ``auc_groups``, ``static_auc``, ``temporal_gain`` (+ ``_ci95``), ``failed.<dataset>``
+    ``auc_ci95_by``, ``auc_groups``, ``static_auc``, ``temporal_gain`` (+ ``_ci95``), ``shuffled_auc``,
+    ``order_gain`` (+ ``_ci95``), ``failed.<dataset>``
     ... (overall of each dataset) on top, every per-method figure below."""
     keys = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "auc_fail05",
-            "static_auc", "temporal_gain", "temporal_gain_ci95", "failed", "ap", "eer", "acc", "clip_auc")
+            "static_auc", "temporal_gain", "temporal_gain_ci95", "shuffled_auc", "order_gain", "order_gain_ci95",
+            "failed", "ap", "eer", "acc", "clip_auc")
     out: dict[str, Any] = {k: {r.name: r.metrics.get(k, {}).get("overall") for r in results} for k in keys}
     out["videos"] = {r.name: r.metrics["videos"] for r in results}
     out["by_dataset"] = {r.name: {k: v for k, v in r.metrics.items() if k != "videos"} for r in results}
@@ -183,8 +185,7 @@ def write_cross_summary(out_dir: str | Path, results: list[DatasetResult]) -> di
     curves = {r.name: roc_curves(r.videos)[OVERALL] for r in results}
     metrics = cross_metrics(results)
     write_curves(Path(out_dir), curves, dict(metrics["auc"]), "cross-dataset: video-level ROC / AUC")
-    write_gain(Path(out_dir), metrics["temporal_gain"], metrics["temporal_gain_ci95"],
-               all(r.temporal for r in results))
+    write_gain(Path(out_dir), metrics, all(r.temporal for r in results))
     return metrics
 
 

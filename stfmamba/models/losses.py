@@ -5,6 +5,13 @@
     total = CE_ls(logits, labels) + hll_loss_weight · HLL + sdim_l1_weight · aux_losses["sdim_l1"]
             + mask_loss_weight · BCE(mask_logits, blend mask)
             + distill_weight · similarity loss(frame_features, frame teacher's features)   (training.distill_from)
+            + stf_stream_weight · CE_ls(stf_logits, labels)   (model.frame_stream: logits − frame_stream_logits)
+
+STF-stream term (``training.stf_stream_weight > 0``, a model with ``model.frame_stream``): the clip
+logits are the STF head's plus the frame stream's, so the plain cross-entropy only asks the STF head
+to correct the frame logits (with a frozen frame stream, what the frame baseline already gets right
+gives it no gradient). The term puts the same label on the STF head's logits alone, so the wavelet
+and temporal stages must separate reals from fakes on their own (deep supervision of one branch).
 
 Mask term (``training.mask_loss_weight > 0``; the model then has a mask head): per-pixel binary
 cross-entropy between the model's per-frame ``mask_logits (B, T, h, w)`` and the clip's effective
@@ -83,6 +90,7 @@ class STFV8Loss(nn.Module):
         self.label_smoothing = t.label_smoothing
         self.hll_weight, self.sdim_weight, self.mask_weight = t.hll_loss_weight, t.sdim_l1_weight, t.mask_loss_weight
         self.distill_weight = t.distill_weight
+        self.stf_stream_weight = t.stf_stream_weight
         self.hll = (ContrastiveHLLLoss(t.hll_margin, f.use_hll_normalization) if f.use_contrastive_hll
                     else RealHLLLoss(f.use_hll_normalization))
 
@@ -113,6 +121,10 @@ class STFV8Loss(nn.Module):
             mask = mask_loss(outputs["mask_logits"], masks)
             total = total + self.mask_weight * mask
             parts["mask"] = float(mask.detach())
+        if self.stf_stream_weight > 0 and "stf_logits" in outputs:
+            stf_ce = F.cross_entropy(outputs["stf_logits"].float(), labels, label_smoothing=self.label_smoothing)
+            total = total + self.stf_stream_weight * stf_ce
+            parts["stf_ce"] = float(stf_ce.detach())
         if teacher is not None:
             from stfmamba.training.distill import similarity_loss
             distill = similarity_loss(outputs["frame_features"].flatten(0, 1), teacher.flatten(0, 1))

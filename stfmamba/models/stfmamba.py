@@ -158,7 +158,7 @@ class STFMamba(nn.Module):
             ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty); with the
             mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution); ``frame_features (B, T, C4)``
             (what ``training.distill_from`` teaches); with ``model.frame_stream`` also ``frame_stream_logits
-            (B, 2)``, the frame stream's share of ``logits``.
+            (B, 2)``, the frame stream's share of ``logits``, and ``stf_logits (B, 2)``, the STF head's share.
         """
         if (mouth is not None) != self.needs_mouth:
             raise ValueError("this model has a mouth stream (model.mouth_stream): call it with mouth=(B, 3, T, s, s)"
@@ -170,16 +170,16 @@ class STFMamba(nn.Module):
                 raise ValueError(f"mouth clips {tuple(mouth.shape)} do not match the clips {tuple(x.shape)} "
                                  "(same batch and frames)")
             pooled = torch.cat([pooled, self.mouth(mouth).to(pooled.dtype)], dim=-1)   # (B, C4 + mouth_dim)
-        logits = self.head(self.head_drop(pooled))
+        logits = stf_logits = self.head(self.head_drop(pooled))
         if self.frame_head is not None:
             frame_logits = self.frame_head(self.head_drop(whole)).mean(dim=1)   # (B, 2): per-frame, averaged
-            logits = logits + frame_logits.to(logits.dtype)
+            logits = stf_logits + frame_logits.to(stf_logits.dtype)
         gates = list(self.state_gates().values())
         aux = {"sdim_l1": torch.stack([g.l1() for g in gates]).mean()} if gates else {}
         out = {"logits": logits, "hll_energy": hll_energy, "all_band_energy": all_energy, "aux_losses": aux,
                "frame_features": per_frame}
         if self.frame_head is not None:
-            out["frame_stream_logits"] = frame_logits
+            out["frame_stream_logits"], out["stf_logits"] = frame_logits, stf_logits
         if mask_logits is not None:
             out["mask_logits"] = mask_logits
         return out

@@ -9,7 +9,7 @@ import yaml
 
 from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from stfmamba.config import ConfigError, PreprocessConfig, STFV8Config, to_dict
-from stfmamba.data.clips import ClipSpec, static_clips
+from stfmamba.data.clips import ClipSpec, shuffle_order, shuffled_clips, static_clips
 from stfmamba.data.manifest import save_npz
 from stfmamba.evaluation.__main__ import main as cli_main
 from stfmamba.evaluation.engine import score_videos
@@ -121,6 +121,64 @@ def test_static_auc_shows_what_motion_adds(tmp_path):
     assert np.allclose(videos["static_score"], 0.5) and np.allclose(clips["static_score"], 0.5)
     m = summarize(videos, clips)
     assert m["auc"]["overall"] == 1.0 and m["static_auc"]["overall"] == 0.5
+
+
+@pytest.mark.parametrize("t", [2, 3, 4, 5, 8, 16, 32])
+def test_shuffle_order_keeps_every_frame_and_no_neighbours(t):
+    order = shuffle_order(t)
+    assert sorted(order) == list(range(t)) and order != list(range(t))
+    if t >= 4:   # every step of the shuffled clip jumps at least two frames of the clip
+        assert all(abs(a - b) >= 2 for a, b in zip(order, order[1:]))
+    x = torch.arange(2 * 3 * t * 2).reshape(2, 3, t, 2, 1)
+    assert torch.equal(shuffled_clips(x), x[:, :, order])
+
+
+class Ramp(torch.nn.Module):
+    """Logit of 'fake' = 0.1 x how smooth the brightness ramp is: the mean frame-to-frame change minus
+    its spread (a steady ramp scores high; the same frames out of order jump and score low)."""
+
+    def forward(self, x):  # x: (B, 3, T, H, W)
+        d = x.mean(dim=(1, 3, 4)).diff(dim=1).abs()           # (B, T - 1)
+        return {"logits": torch.stack([torch.zeros_like(d[:, 0]), 0.1 * (d.mean(1) - 3 * d.std(1))], dim=1)}
+
+
+def test_order_gain_separates_sequence_evidence_from_per_frame_evidence(tmp_path):
+    """Fakes are steady brightness ramps, reals the same frames in random order per video: a model
+    that reads the sequence (Ramp) loses its edge on shuffled clips (order gain > 0); a per-frame
+    model (mean brightness) scores shuffled clips exactly as the clips (order gain 0), although its
+    static clips (one frame) score differently."""
+    rng = np.random.default_rng(1)
+    recs = []
+    for label in (0, 1):
+        for i in range(4):
+            levels = 40 + 12 * np.arange(8) + 3 * i
+            if label == 0:
+                levels = rng.permutation(levels)
+            frames = np.broadcast_to(levels[:, None, None, None], (8, 16, 16, 3)).astype(np.uint8).copy()
+            npz = f"{label}/{i}.npz"
+            (tmp_path / str(label)).mkdir(parents=True, exist_ok=True)
+            save_npz(tmp_path / npz, frames, np.zeros((8, 68, 2), np.float32), np.zeros((8, 4), np.float32),
+                     np.arange(8), {"video_id": f"v{label}{i}"})
+            recs.append(dict(video_id=f"v{label}{i}", method="ramp" if label else "real", label=label, npz=npz,
+                             status="ok", reason=""))
+    rows = pd.DataFrame(recs)
+    spec = ClipSpec(num_segments=1, frames_per_segment=8, num_frames=8, img_size=16)
+    norm = Normalize((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))     # keeps the 0-255 levels
+    videos, clips = score_videos(Ramp(), rows, tmp_path, spec, norm=norm, progress=False, amp="off")
+    m = summarize(videos, clips)
+    assert m["auc"]["overall"] == 1.0 and m["shuffled_auc"]["overall"] < 0.75
+    assert m["order_gain"]["overall"] == pytest.approx(1.0 - m["shuffled_auc"]["overall"])
+    assert m["order_gain"]["overall"] > 0.25
+
+    class MeanLevel(torch.nn.Module):
+        def forward(self, x):
+            v = x.mean(dim=(1, 2, 3, 4))
+            return {"logits": torch.stack([torch.zeros_like(v), v / 50], dim=1)}
+
+    videos, clips = score_videos(MeanLevel(), rows, tmp_path, spec, norm=norm, progress=False, amp="off")
+    assert np.allclose(videos["shuffled_score"], videos["score"], atol=1e-6)
+    assert not np.allclose(videos["static_score"], videos["score"], atol=1e-3)
+    assert summarize(videos, clips)["order_gain"]["overall"] == pytest.approx(0.0)
 
 
 def test_frame_model_static_score_is_its_score(tmp_path):

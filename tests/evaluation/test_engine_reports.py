@@ -105,11 +105,15 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert set(back["auc"]) == {"overall", "A", "B"} and back["n_fake"]["A"] == 2
     assert back["auc_ci95"]["A"] is None and back["failed"]["A"] == {"real": 1, "fake": 2}
     gain = pd.read_csv(out / "temporal_gain.csv")
-    assert list(gain.columns) == ["name", "temporal_gain", "lo", "hi"] and list(gain["name"]) == ["overall", "A", "B"]
+    assert list(gain.columns) == ["name", "temporal_gain", "lo", "hi", "order_gain", "order_lo", "order_hi"]
+    assert list(gain["name"]) == ["overall", "A", "B"]
+    # Brightness is a per-frame score: the shuffled clips hold the same frames, so no order gain
+    assert np.allclose(ok["shuffled_score"], ok["score"], atol=1e-6) and m["order_gain"]["B"] == pytest.approx(0.0)
+    assert gain["order_gain"].tolist() == pytest.approx([m["order_gain"][n] for n in ("overall", "A", "B")])
     write_dataset_report(out, videos, clips, "test", temporal=False)   # a frame model: no gain, stale file gone
     assert not (out / "temporal_gain.csv").exists()
     assert "static_score" in pd.read_csv(out / "scores.csv").columns
-    assert "static_score" in pd.read_csv(out / "clips.csv").columns
+    assert {"static_score", "shuffled_score"} <= set(pd.read_csv(out / "clips.csv").columns)
     assert (out / "roc.png").stat().st_size > 1000
     assert sorted(p.name for p in (out / "roc").iterdir()) == ["A.csv", "B.csv", "overall.csv"]
     # the columns dvc.yaml's ROC plots name (x: fpr, y: tpr), from (0, 0) to (1, 1)
@@ -118,7 +122,8 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert tuple(roc_a.iloc[0, :2]) == (0.0, 0.0) and tuple(roc_a.iloc[-1, :2]) == (1.0, 1.0)
     assert len(pd.read_csv(out / "failures.csv")) == 4
     assert "4 of 11 videos could not be scored" in describe_failures("t", videos)
-    assert "| A | 1.000 [>= 0.224] | video (3 / 2) | 0.938 | 1.000 | 0.000 | 1.000 | 0.000 | " in markdown_table(m)
+    assert "| A | 1.000 [>= 0.224] | video (3 / 2) | 0.938 | 1.000 | 0.000 | 1.000 | 0.000 | 1.000 | 0.000 | " \
+        in markdown_table(m)
     assert "| 3 / 2 (1 / 2) |" in markdown_table(m)
 
 
@@ -134,7 +139,8 @@ def test_cross_summary_carries_the_new_keys_and_the_gain_plot(dataset, tmp_path)
     videos, clips = score_videos(Brightness(), manifest, root, SPEC, norm=Normalize(IMAGENET_MEAN, IMAGENET_STD), batch_size=4, progress=False, amp="off")
     r = DatasetResult("t", videos, clips, summarize(videos, clips))
     m = write_cross_summary(tmp_path / "cross", [r])
-    for k in ("auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "temporal_gain", "temporal_gain_ci95"):
+    for k in ("auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "temporal_gain", "temporal_gain_ci95",
+              "shuffled_auc", "order_gain", "order_gain_ci95"):
         assert m[k]["t"] == r.metrics[k]["overall"]
     gain = pd.read_csv(tmp_path / "cross" / "temporal_gain.csv")
     assert list(gain["name"]) == ["t"] and gain["temporal_gain"][0] == pytest.approx(m["temporal_gain"]["t"])

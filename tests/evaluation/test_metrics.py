@@ -222,3 +222,18 @@ def test_temporal_gain_paired_and_absent_for_a_frame_model():
                                video_ids=ids, n_resamples=50, temporal=False)
     assert frame["overall"].temporal_gain is None and frame["overall"].temporal_gain_ci95 is None
     assert frame["overall"].static_auc == frame["overall"].auc
+
+
+def test_order_gain_paired_like_the_temporal_gain():
+    ids, labels, scores = _sources(12, 4, spread=0.3, seed=5)
+    shuffled = np.where(labels == 1, scores - 0.3, scores)     # out of order the fakes look less fake
+    methods = np.where(labels == 1, "A", "real")
+    m = per_method_metrics(labels, methods, scores, np.zeros(0, int), np.zeros(0), shuffled_scores=shuffled,
+                           video_ids=ids, n_resamples=500)["overall"]
+    assert m.order_gain == pytest.approx(m.auc - m.shuffled_auc) and m.order_gain > 0
+    lo, hi = m.order_gain_ci95
+    assert lo < m.order_gain < hi
+    assert m.static_auc is None and m.temporal_gain is None     # each control is its own
+    frame = per_method_metrics(labels, methods, scores, np.zeros(0, int), np.zeros(0), shuffled_scores=scores,
+                               video_ids=ids, n_resamples=50, temporal=False)["overall"]
+    assert frame.order_gain is None and frame.order_gain_ci95 is None and frame.shuffled_auc == frame.auc

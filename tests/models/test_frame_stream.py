@@ -139,3 +139,30 @@ def test_frame_stream_starts_as_the_trained_frame_baseline_and_can_be_frozen(tmp
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     assert changed and not any(k.startswith(("stem.net.", "frame_head.")) for k in changed)  # BN stats too
     assert any(k.startswith("stages.") for k in changed) and "head.weight" in changed
+
+
+def test_stf_stream_term_supervises_the_stf_head_alone():
+    """training.stf_stream_weight: a cross-entropy on logits - frame_stream_logits joins the loss; with the
+    frame head frozen its gradient reaches the STF part, and at weight 0 the loss is the plain one."""
+    from stfmamba.models.losses import STFV8Loss
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    cfg = lite0_cfg(True)
+    model = build_model(cfg).train()
+    x, y = torch.randn(4, 3, T, 64, 64), torch.tensor([0, 1, 0, 1])
+    out = model(x)
+    plain, parts0 = STFV8Loss(cfg)(out, y)
+    w = 0.7
+    cfg_w = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, stf_stream_weight=w))
+    total, parts = STFV8Loss(cfg_w)(out, y)
+    stf = out["stf_logits"].float()
+    assert torch.allclose(stf + out["frame_stream_logits"], out["logits"], atol=1e-5)
+    want = F.cross_entropy(stf, y, label_smoothing=cfg.training.label_smoothing)
+    assert "stf_ce" not in parts0 and parts["stf_ce"] == pytest.approx(float(want), rel=1e-5)
+    assert float(total) == pytest.approx(float(plain) + w * float(want), rel=1e-5)
+    # the term alone: no gradient to the frame head (it is not in the STF logits), some to the STF head
+    model.zero_grad()
+    (total - plain).backward()
+    assert model.frame_head.weight.grad is None or float(model.frame_head.weight.grad.abs().max()) == 0.0
+    assert float(model.head.weight.grad.abs().max()) > 0

