@@ -151,6 +151,12 @@ class ModelConfig:
                                       # its pooled per-frame features get their own linear head; the clip's logits are
                                       # the STF head's plus the per-frame logits averaged over time (late fusion,
                                       # docs/model.md). Needs model.spatial_backbone. Off: the trunk is cut at trunk_stride
+    stf_input: str = field(default="frames", metadata={"choices": ("frames", "motion")})
+                                      # what the STF stages see: "frames", the fused per-frame features; "motion",
+                                      # those features minus their mean over the clip (change over time only, in the
+                                      # spirit of FTCN's temporal-only convolutions): a still clip gives the STF
+                                      # stages nothing, so every still clip gets the same STF logits and the STF
+                                      # stream can add only temporal evidence (docs/model.md). Face path only
     mouth_size: int = field(default=48, metadata=_rng(16, 512))   # mouth crop side (px), cut from the stored crops
     mouth_dim: int = field(default=64, metadata=_rng(8, 4096))    # channels of the mouth stream (its tokens and pooled feature)
 
@@ -164,6 +170,9 @@ class ModelConfig:
         if self.frame_stream and self.arch == "stfmamba" and self.spatial_backbone == "none":
             raise ConfigError("model.frame_stream=true needs a timm trunk (model.spatial_backbone, e.g. "
                               "tf_efficientnet_lite0): the frame stream is that CNN run whole; set it or frame_stream: false")
+        if self.stf_input == "motion" and self.mouth_stream:
+            raise ConfigError("model.stf_input=motion removes what a still clip shows from the face path only; the "
+                              "mouth stream (model.mouth_stream) would still see it: set one of them back")
         if self.arch == "stfmamba" and self.img_size < self.trunk_stride * 8:
             raise ConfigError(f"model.img_size={self.img_size} must be at least trunk_stride x 8 = "
                               f"{self.trunk_stride * 8} (stage 1 at H/{self.trunk_stride}, three 2x downsamples after it)")

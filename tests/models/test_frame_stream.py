@@ -166,3 +166,33 @@ def test_stf_stream_term_supervises_the_stf_head_alone():
     (total - plain).backward()
     assert model.frame_head.weight.grad is None or float(model.frame_head.weight.grad.abs().max()) == 0.0
     assert float(model.head.weight.grad.abs().max()) > 0
+
+
+@pytest.mark.parametrize("stf_input", ["frames", "motion"])
+def test_motion_input_gives_every_still_clip_the_same_stf_logits(stf_input):
+    """model.stf_input=motion: the STF stages see only change over time, so two different still clips (one
+    frame repeated) get the same STF logits, and a clip that moves gets others; with "frames" a still
+    clip's appearance reaches the STF head."""
+    cfg = lite0_cfg(True)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, stf_input=stf_input))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    g = torch.Generator().manual_seed(5)
+    frames = torch.randn(2, 3, 1, 64, 64, generator=g)
+    still = frames.expand(-1, -1, T, -1, -1).contiguous()          # two different still clips
+    moving = torch.randn(2, 3, T, 64, 64, generator=g)
+    with torch.no_grad():
+        s, m = model(still)["stf_logits"], model(moving)["stf_logits"]
+    if stf_input == "motion":
+        torch.testing.assert_close(s[0], s[1], atol=1e-5, rtol=0)
+        assert (m - s).abs().max() > 1e-3 and (m[0] - m[1]).abs().max() > 1e-4
+    else:
+        assert (s[0] - s[1]).abs().max() > 1e-3
+
+
+def test_motion_input_refuses_the_mouth_stream():
+    with pytest.raises(ConfigError, match="stf_input"):
+        ModelConfig(spatial_backbone=ARCH, stf_input="motion", mouth_stream=True)
+    from stfmamba.config import from_dict
+    with pytest.raises(ConfigError, match="model.stf_input"):
+        from_dict(Params, {"model": {"stf_input": "difference"}})
