@@ -399,7 +399,8 @@ class STFV8Config:
         pretrained from ``params.baseline``, no mouth stream, no architecture flag, no multi-scale temporal drift
         and no temporal pseudo-fakes (a per-frame model; one frame has no drift or motion anyway), the other data-side flags as in
         ``params.features`` (H.264 augmentation, TPS), and ``params.training`` with the baseline's
-        batch size, epochs (as ``epochs_phase_a``), lr and clips per video."""
+        batch size, epochs (as ``epochs_phase_a``), lr and clips per video, and every parameter trained at
+        that lr (``training.pretrained_lr_mult`` is the video model's: 0 freezes its copy of this model)."""
         p = params or Params()
         b = p.baseline
         model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
@@ -410,7 +411,9 @@ class STFV8Config:
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
                            temporal_fake_kinds=TEMPORAL_FAKE_KINDS,                      # its keys do not matter
                            distill_from="none", distill_weight=1.0,   # the frame baseline is the teacher, not a student
-                           stf_stream_weight=0.0)                     # it has no STF stream
+                           stf_stream_weight=0.0,                     # it has no STF stream
+                           pretrained_lr_mult=1.0)   # it is fine-tuned whole; the key is the video model's (the
+                                                     # demo freezes the frame stream copied from this model)
         features = replace(p.features.without_architecture(), use_multiscale_drift=False, use_temporal_fakes=False)
         return cls(f"Frame baseline ({b.arch})", model, features, training)
 

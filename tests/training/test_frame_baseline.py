@@ -60,6 +60,17 @@ def test_frame_phase_config_takes_the_baseline_knobs():
     assert paths.init_model is None
 
 
+def test_frame_baseline_fine_tunes_every_layer_whatever_the_video_models_lr_mult():
+    """training.pretrained_lr_mult is the video model's (the demo sets 0: its copy of the frame baseline is
+    frozen); the frame baseline itself must still train its pretrained network, or it stays ImageNet
+    features under a linear classifier (what a demo run with that key shared scored: loss 0.56, AUC 0.78)."""
+    p = load_params()
+    assert p.training.pretrained_lr_mult == 0.0 and p.model.frame_stream      # the committed demo
+    cfg = STFV8Config.frame_baseline(p)
+    assert cfg.training.pretrained_lr_mult == 1.0
+    assert STFV8Config.phase_a(p).training.pretrained_lr_mult == 0.0
+
+
 # --------------------------------------------------------------------------- model and loss
 def test_clip_logits_are_the_log_mean_frame_probability():
     torch.manual_seed(0)
