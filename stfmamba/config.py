@@ -355,6 +355,11 @@ class Params:
             raise ConfigError(
                 f"baseline.img_size={self.baseline.img_size} exceeds preprocess.crop_size={self.preprocess.crop_size}; "
                 "crops would have to be upsampled: raise crop_size or lower baseline.img_size (0 = model.img_size)")
+        if self.training.stf_stream_weight > 0 and not self.model.frame_stream:
+            raise ConfigError(
+                f"training.stf_stream_weight={self.training.stf_stream_weight} supervises the STF head apart from the "
+                "frame stream, but model.frame_stream is false (the STF head is the whole model): set "
+                "training.stf_stream_weight: 0 or model.frame_stream: true")
         if self.features.use_temporal_fakes and (self.training.temporal_fake_prob == 0
                                                  or not self.training.temporal_fake_kinds):
             raise ConfigError(

@@ -196,3 +196,9 @@ def test_motion_input_refuses_the_mouth_stream():
     from stfmamba.config import from_dict
     with pytest.raises(ConfigError, match="model.stf_input"):
         from_dict(Params, {"model": {"stf_input": "difference"}})
+
+
+def test_stf_stream_weight_needs_the_frame_stream():
+    from stfmamba.config import TrainingConfig
+    with pytest.raises(ConfigError, match="training.stf_stream_weight"):
+        Params(model=ModelConfig(frame_stream=False), training=TrainingConfig(stf_stream_weight=1.0))

