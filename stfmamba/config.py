@@ -271,6 +271,9 @@ class TrainingConfig:
                                       # cross-entropy on the STF head's logits alone (frame stream left out), so the
                                       # temporal stages must detect on their own, not only correct the frame logits
     temporal_fake_kinds: tuple[str, ...] = TEMPORAL_FAKE_KINDS   # temporal kinds drawn (uniformly) per clip
+    frame_target_weight: float = field(default=0.0, metadata=_rng(0.0, 100.0))  # weight of a per-frame BCE: a head on
+                                      # the STF stages' per-frame features predicts each frame's manipulation strength
+                                      # (the fake's frame_target; 0 for reals) — time-resolved supervision (FakeSTormer)
 
     def __post_init__(self) -> None:
         if self.qp_min > self.qp_max:
@@ -417,6 +420,7 @@ class STFV8Config:
                            temporal_fake_kinds=TEMPORAL_FAKE_KINDS,                      # its keys do not matter
                            distill_from="none", distill_weight=1.0,   # the frame baseline is the teacher, not a student
                            stf_stream_weight=0.0,                     # it has no STF stream
+                           frame_target_weight=0.0,                   # nor STF stages' per-frame features
                            pretrained_lr_mult=1.0)   # it is fine-tuned whole; the key is the video model's (the
                                                      # demo freezes the frame stream copied from this model)
         features = replace(p.features.without_architecture(), use_multiscale_drift=False, use_temporal_fakes=False)

@@ -13,9 +13,10 @@ augmentation — so the validation AUC of two epochs is comparable.
 
 With ``features.use_temporal_fakes`` a fraction ``training.temporal_fake_prob`` of the fakes comes
 from the temporal family (:mod:`stfmamba.data.temporal`) instead of Video-SBI, the kind drawn per
-clip from the same per-clip generator; items then also carry ``"frame_y": (2, T) float32`` (the
-real's zeros, the fake's per-frame manipulation strength). With the flag off nothing is drawn for
-it and every item is what it was before.
+clip from the same per-clip generator. With the flag off nothing is drawn for it and every item is
+what it was before. Items carry ``"frame_y": (2, T) float32``: the real's zeros and the fake's
+per-frame manipulation strength (a Video-SBI fake: each frame's peak blend ratio; a temporal fake:
+its ``frame_target``), the target of ``training.frame_target_weight``.
 
 With ``model.mouth_stream`` (``mouth_size``) items also carry ``"mouth": (2, 3, T, s, s) uint8``: the
 mouth clips of the real and of the fake, cut by :func:`~stfmamba.data.clips.mouth_clip` (the
@@ -239,9 +240,8 @@ class VideoSBIDataset(Dataset):
         m = torch.from_numpy(model_mask(mask, s.img_size))                                    # (T, H, W)
         item = {"x": x.permute(0, 4, 1, 2, 3), "y": torch.tensor([0, 1]), "index": index,     # (2, 3, T, H, W)
                 "mask": torch.stack([torch.zeros_like(m), m])}                                # (2, T, H, W): real = 0
-        if self.temporal is not None:                                                         # per-frame targets
-            ft = torch.from_numpy(np.asarray(info["frame_target"], np.float32))
-            item["frame_y"] = torch.stack([torch.zeros_like(ft), ft])                         # (2, T)
+        ft = torch.from_numpy(np.asarray(info["frame_target"], np.float32))                  # per-frame targets
+        item["frame_y"] = torch.stack([torch.zeros_like(ft), ft])                             # (2, T): real = 0
         if self.mouth_size is not None:   # same landmarks, same box for the real and its fake
             lms = info["landmarks"]
             mouth = np.stack([mouth_clip(real, lms, self.mouth_size), mouth_clip(fake, lms, self.mouth_size)])

@@ -6,12 +6,20 @@
             + mask_loss_weight · BCE(mask_logits, blend mask)
             + distill_weight · similarity loss(frame_features, frame teacher's features)   (training.distill_from)
             + stf_stream_weight · CE_ls(stf_logits, labels)   (model.frame_stream: logits − frame_stream_logits)
+            + frame_target_weight · BCE(frame_target_logits, per-frame targets)   (training.frame_target_weight)
 
 STF-stream term (``training.stf_stream_weight > 0``, a model with ``model.frame_stream``): the clip
 logits are the STF head's plus the frame stream's, so the plain cross-entropy only asks the STF head
 to correct the frame logits (with a frozen frame stream, what the frame baseline already gets right
 gives it no gradient). The term puts the same label on the STF head's logits alone, so the wavelet
 and temporal stages must separate reals from fakes on their own (deep supervision of one branch).
+
+Per-frame target term (``training.frame_target_weight > 0``; the model then has a per-frame head on
+its STF stages): binary cross-entropy between ``frame_target_logits (B, T)`` and each frame's
+manipulation strength — the fake's ``frame_target`` (Video-SBI: the frame's peak blend ratio;
+``blend_ramp``: the ramp, 0 on some frames; ``region_retime``: 1 on the frames that show another time,
+0 on the others), 0 for every frame of a real clip. One label per clip says *that* a clip is fake; this
+says *when*, the time-resolved supervision FakeSTormer (ICCV 2025) puts on its self-blended videos.
 
 Mask term (``training.mask_loss_weight > 0``; the model then has a mask head): per-pixel binary
 cross-entropy between the model's per-frame ``mask_logits (B, T, h, w)`` and the clip's effective
@@ -91,17 +99,21 @@ class STFV8Loss(nn.Module):
         self.hll_weight, self.sdim_weight, self.mask_weight = t.hll_loss_weight, t.sdim_l1_weight, t.mask_loss_weight
         self.distill_weight = t.distill_weight
         self.stf_stream_weight = t.stf_stream_weight
+        self.frame_target_weight = t.frame_target_weight
         self.hll = (ContrastiveHLLLoss(t.hll_margin, f.use_hll_normalization) if f.use_contrastive_hll
                     else RealHLLLoss(f.use_hll_normalization))
 
     def forward(self, outputs: dict, labels: torch.Tensor, masks: torch.Tensor | None = None,
-                teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                teacher: torch.Tensor | None = None,
+                frame_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """outputs: model dict; labels: ``(B,)`` int64; masks: ``(B, T, H, W)`` blend masks (used when
         the model returns ``mask_logits`` and ``mask_loss_weight > 0``) -> ``(total, {"ce", "hll",
         "sdim_l1", ["mask",] ["distill",] "total"})`` (``{"ce", "total"}`` for a per-frame model). ``teacher``:
         the frame teacher's features ``(B, T, D)`` of the same clips (``training.distill_from``); the term
         ``distill_weight`` · :func:`~stfmamba.training.distill.similarity_loss` of them and the model's
-        ``frame_features`` joins the loss."""
+        ``frame_features`` joins the loss. ``frame_targets``: ``(B, T)`` per-frame manipulation strength in
+        [0, 1] (the dataset's ``frame_y``), required when the model returns ``frame_target_logits``
+        (part ``"frame_target"``)."""
         labels = labels.long()
         if self.frame_level:
             frame_logits = outputs["frame_logits"].float()                       # (B, T, 2)
@@ -125,6 +137,16 @@ class STFV8Loss(nn.Module):
             stf_ce = F.cross_entropy(outputs["stf_logits"].float(), labels, label_smoothing=self.label_smoothing)
             total = total + self.stf_stream_weight * stf_ce
             parts["stf_ce"] = float(stf_ce.detach())
+        if self.frame_target_weight > 0 and "frame_target_logits" in outputs:
+            if frame_targets is None:
+                raise ValueError("training.frame_target_weight > 0 but the batch has no per-frame targets (frame_y)")
+            logits = outputs["frame_target_logits"].float()
+            if frame_targets.shape != logits.shape:
+                raise ValueError(f"per-frame targets {tuple(frame_targets.shape)} do not match the model's "
+                                 f"frame_target_logits {tuple(logits.shape)}")
+            ft = F.binary_cross_entropy_with_logits(logits, frame_targets.float())
+            total = total + self.frame_target_weight * ft
+            parts["frame_target"] = float(ft.detach())
         if teacher is not None:
             from stfmamba.training.distill import similarity_loss
             distill = similarity_loss(outputs["frame_features"].flatten(0, 1), teacher.flatten(0, 1))

@@ -66,6 +66,10 @@ class STFMamba(nn.Module):
         # stage-1 input, a dense training signal of where the blend is (Face X-ray's idea on SBI's masks)
         self.mask_head = nn.Linear(m.stage1_dim, 1) if cfg.training.mask_loss_weight > 0 else None
         self.norm = LayerNormFp32(in_dim)
+        # per-frame target head (training.frame_target_weight > 0): each frame's manipulation strength from the
+        # STF stages' per-frame features, a time-resolved training signal (FakeSTormer's frame-wise supervision)
+        self.frame_target_head = (nn.Sequential(LayerNormFp32(in_dim), nn.Linear(in_dim, 1))
+                                  if cfg.training.frame_target_weight > 0 else None)
         # mouth stream (model.mouth_stream): its pooled features join the face features before the head
         self.mouth = MouthStream(m, spatial_mixer) if m.mouth_stream else None
         self.head_drop = nn.Dropout(m.dropout)
@@ -159,7 +163,9 @@ class STFMamba(nn.Module):
         Returns:
             ``logits (B, 2)``, ``hll_energy (B,)``, ``all_band_energy (B,)`` (fp32) and
             ``aux_losses`` (``{"sdim_l1": scalar}`` with ``use_adaptive_sdim``, else empty); with the
-            mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution); ``frame_features (B, T, C4)``
+            mask head also ``mask_logits (B, T, h1, w1)`` (stage-1 resolution); with
+            ``training.frame_target_weight > 0`` also ``frame_target_logits (B, T)`` (each frame's manipulation
+            strength, from the STF stages' per-frame features); ``frame_features (B, T, C4)``
             (what ``training.distill_from`` teaches); with ``model.frame_stream`` also ``frame_stream_logits
             (B, 2)``, the frame stream's share of ``logits``, and ``stf_logits (B, 2)``, the STF head's share.
         """
@@ -185,6 +191,8 @@ class STFMamba(nn.Module):
             out["frame_stream_logits"], out["stf_logits"] = frame_logits, stf_logits
         if mask_logits is not None:
             out["mask_logits"] = mask_logits
+        if self.frame_target_head is not None:
+            out["frame_target_logits"] = self.frame_target_head(per_frame).squeeze(-1)   # (B, T)
         return out
 
 

@@ -215,7 +215,11 @@ def _params(ddir, prob, kinds=TEMPORAL_FAKE_KINDS, on=True):
 def test_dataset_off_is_video_sbi_unchanged(ddir):
     """Flag off (the default): no draw for the family, every pair is the Video-SBI pair of before."""
     ds = VideoSBIDataset.from_params(_params(ddir, 0.5, on=False), "train", True)
-    assert ds.temporal is None and "frame_y" not in ds[0]
+    assert ds.temporal is None
+    item = ds[0]                     # Video-SBI's per-frame target: the real's zeros, each fake frame's peak blend
+    mask = ds.pair_info(0, common_aug=False)["mask"]
+    np.testing.assert_allclose(item["frame_y"][1].numpy(), mask.reshape(len(mask), -1).max(1), atol=1e-6)
+    assert item["frame_y"][0].abs().sum() == 0 and item["frame_y"][1].min() > 0
     s = ds.spec
     for i in range(4):
         vid, _ = ds.items[i]
