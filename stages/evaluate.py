@@ -6,7 +6,8 @@ test videos with a trained model.
 Phase a / b: ``models/phase_<x>.pt`` on the test split of ``data.test`` ->
 ``metrics/eval_phase_<x>.json`` (``auc.<method>``, ``auc.overall``, ``auc_ci95`` (cluster bootstrap by
 source video / person), ``auc_lower95``, ``auc_ci95_by``, ``auc_groups``, ``auc_identities``, ``auc_fail05``,
-``static_auc``, ``temporal_gain`` (+ ``_ci95``), ``failed``, ap, eer, acc, clip_auc, counts) and
+``static_auc``, ``temporal_gain`` (+ ``_ci95``), ``shuffled_auc``, ``order_gain`` (+ ``_ci95``), for a two-stream
+model ``stf_stream_auc`` / ``frame_stream_auc`` (each stream alone), ``failed``, ap, eer, acc, clip_auc, counts) and
 ``plots/eval_phase_<x>/`` (scores.csv, clips.csv, failures.csv, roc/<method>.csv, auc.csv, temporal_gain.csv,
 roc.png). The frame phases report no temporal gain (null; no temporal_gain.csv).
 Cross: ``models/phase_b.pt`` on the test split of every dataset in ``data.cross`` ->

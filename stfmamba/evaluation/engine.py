@@ -50,11 +50,11 @@ from stfmamba.amp import resolve_amp
 from stfmamba.data.clips import ClipSpec, Normalize, clip_tensor, mouth_tensor, shuffled_clips, static_clips
 from stfmamba.data.manifest import face_npz, load_npz
 
-__all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "video_clips", "video_mouth_clips", "clip_probs",
-           "autocast_for", "score_videos"]
+__all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "STREAM_SCORES", "video_clips", "video_mouth_clips",
+           "clip_scores", "clip_probs", "autocast_for", "score_videos"]
 
 VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "shuffled_score",
-                 "n_clips", "faces",
+                 "stf_score", "frame_stream_score", "n_clips", "faces",
                  "face_scores", "group", "identity"]   # group / identity: the manifest's ("" = unknown)
 CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score", "shuffled_score",
                 "face"]  # row: index into videos
@@ -99,15 +99,35 @@ def video_mouth_clips(frames: np.ndarray, landmarks: np.ndarray, spec: ClipSpec)
                         for s in starts])
 
 
-def clip_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalize, device: torch.device, amp: str,
-               mouth: torch.Tensor | None = None) -> np.ndarray:
+# a two-stream model's (model.frame_stream) share of the logits -> the score column it gives
+STREAM_SCORES = {"stf_logits": "stf_score", "frame_stream_logits": "frame_stream_score"}
+
+
+def clip_scores(model: torch.nn.Module, x: torch.Tensor, norm: Normalize, device: torch.device, amp: str,
+                mouth: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Fake probabilities (softmax class 1) of a batch of uint8 clips ``x: (B, 3, T, H, W)`` and, for a
     model with a mouth stream, their uint8 mouth clips ``(B, 3, T, s, s)``: both normalised with
-    ``norm`` on ``device``, one forward under :func:`autocast_for`. Returns ``(B,)`` float32."""
+    ``norm`` on ``device``, one forward under :func:`autocast_for`. Returns ``{"score": (B,) float32}``
+    and, for a model with a frame stream, each stream scored alone from the same forward:
+    ``stf_score`` (softmax of the STF head's logits, the temporal stream) and ``frame_stream_score``
+    (of the per-frame logits averaged over the clip)."""
     kw = {} if mouth is None else {"mouth": norm(mouth.to(device))}
     with autocast_for(device, amp):
-        logits = model(norm(x.to(device)), **kw)["logits"]
-    return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+        out = model(norm(x.to(device)), **kw)
+
+    def prob(logits: torch.Tensor) -> np.ndarray:
+        return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+
+    res = {"score": prob(out["logits"])}
+    if isinstance(out, dict):
+        res.update({col: prob(out[key]) for key, col in STREAM_SCORES.items() if key in out})
+    return res
+
+
+def clip_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalize, device: torch.device, amp: str,
+               mouth: torch.Tensor | None = None) -> np.ndarray:
+    """The ``(B,)`` float32 fake probabilities of :func:`clip_scores` (the whole model)."""
+    return clip_scores(model, x, norm, device, amp, mouth)["score"]
 
 
 class _VideoClips(Dataset):
@@ -166,7 +186,9 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
 
     Returns:
         ``(videos, clips)``: one row per video (:data:`VIDEO_COLUMNS`; ``score`` / ``static_score`` /
-        ``shuffled_score`` NaN when failed) and one row per scored clip (:data:`CLIP_COLUMNS`).
+        ``shuffled_score`` NaN when failed; ``stf_score`` / ``frame_stream_score``, each stream of a
+        two-stream model scored alone on the real clips, NaN for any other model) and one row per
+        scored clip (:data:`CLIP_COLUMNS`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -174,7 +196,8 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     videos = pd.DataFrame({
         "video_id": rows["video_id"].astype(str), "method": rows["method"].astype(str),
         "label": rows["label"].astype(int), "status": "ok", "reason": "", "score": np.nan,
-        "static_score": np.nan, "shuffled_score": np.nan, "n_clips": 0, "faces": 0, "face_scores": "",
+        "static_score": np.nan, "shuffled_score": np.nan, "stf_score": np.nan, "frame_stream_score": np.nan,
+        "n_clips": 0, "faces": 0, "face_scores": "",
         "group": rows["group"].astype(str) if "group" in rows else "",
         "identity": rows["identity"].astype(str) if "identity" in rows else ""})
     bad = rows["status"].astype(str) != "ok"
@@ -196,13 +219,16 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
             return
         x = torch.stack([b[3] for b in buf])                                     # (B, 3, T, H, W) uint8
         mouth = torch.stack([b[4] for b in buf]) if buf[0][4] is not None else None   # (B, 3, T, s, s) uint8
-        prob = clip_probs(model, x, norm, device, amp, mouth)
+        scored = clip_scores(model, x, norm, device, amp, mouth)
+        prob = scored["score"]
+        streams = np.stack([scored.get(c, np.full(len(prob), np.nan, np.float32))
+                            for c in STREAM_SCORES.values()], axis=1)                   # (B, 2): NaN without
         static = (clip_probs(model, static_clips(x), norm, device, amp,
                              None if mouth is None else static_clips(mouth)) if with_static else prob)
         shuffled = (clip_probs(model, shuffled_clips(x), norm, device, amp,
                                None if mouth is None else shuffled_clips(mouth)) if with_static else prob)
-        for (v, f, s, *_), p, q, r in zip(buf, prob, static, shuffled):
-            per_face.setdefault((v, f), []).append((float(p), float(q), float(r)))
+        for (v, f, s, *_), p, q, r, st in zip(buf, prob, static, shuffled, streams):
+            per_face.setdefault((v, f), []).append((float(p), float(q), float(r), *map(float, st)))
             clip_rows.append((v, videos.at[v, "video_id"], videos.at[v, "method"], int(videos.at[v, "label"]), s,
                               float(p), float(q), float(r), f))
         buf.clear()
@@ -224,13 +250,15 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         if v in face_err:
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "; ".join(face_err[v])
             continue
-        p = [np.asarray(per_face[(v, f)]) for f in fs]   # per face (K, 3): real, static, shuffled clip
-        if not all(np.all(np.isfinite(q)) for q in p):
+        p = [np.asarray(per_face[(v, f)]) for f in fs]   # per face (K, 5): real, static, shuffled clip, 2 streams
+        if not all(np.all(np.isfinite(q[:, :3])) for q in p):
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "non-finite model output"
             continue
         means = np.stack([q.mean(0) for q in p])          # (F, 3): mean over clips of each face
         videos.at[v, "score"], videos.at[v, "static_score"] = float(means[:, 0].max()), float(means[:, 1].max())
         videos.at[v, "shuffled_score"] = float(means[:, 2].max())
+        for k, col in enumerate(STREAM_SCORES.values()):   # each stream alone, aggregated the same way
+            videos.at[v, col] = float(means[:, 3 + k].max())
         videos.at[v, "n_clips"] = int(sum(len(q) for q in p))
         videos.at[v, "faces"] = len(fs)
         videos.at[v, "face_scores"] = ";".join(f"{m:.6f}" for m in means[:, 0])

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from stfmamba import io
-from stfmamba.evaluation.metrics import OVERALL, per_method_metrics, roc_points
+from stfmamba.evaluation.metrics import OVERALL, auc, per_method_metrics, roc_points
 
 METRIC_KEYS = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain",
                "temporal_gain_ci95", "shuffled_auc", "order_gain", "order_gain_ci95", "ap", "eer", "acc", "clip_auc")
@@ -88,8 +88,30 @@ def summarize(videos: pd.DataFrame, clips: pd.DataFrame, temporal: bool = True) 
     out["failed"] = {name: {"real": m.failed_real, "fake": m.failed_fake} for name, m in per.items()}
     out["n_real"] = {name: m.n_real for name, m in per.items()}
     out["n_fake"] = {name: m.n_fake for name, m in per.items()}
+    out.update(stream_aucs(videos))
     n_failed = int(failed.sum())
     out["videos"] = {"total": int(len(videos)), "scored": int(len(videos) - n_failed), "failed": n_failed}
+    return out
+
+
+STREAM_AUC_KEYS = {"stf_score": "stf_stream_auc", "frame_stream_score": "frame_stream_auc"}
+
+
+def stream_aucs(videos: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """AUC of each stream of a two-stream model scored alone (``stf_stream_auc``: the STF head, the
+    temporal stream; ``frame_stream_auc``: the per-frame logits averaged), overall and per method (all
+    reals vs that method's fakes, scored videos only, as ``auc``). Empty for a model without the streams
+    (its ``stf_score`` column is NaN or absent)."""
+    ok = (videos["status"] == "ok").to_numpy()
+    labels, methods = videos["label"].to_numpy(dtype=int), videos["method"].astype(str).to_numpy()
+    subsets = {OVERALL: np.ones(len(videos), dtype=bool)}
+    subsets.update({m: (labels == 0) | (methods == m) for m in sorted(set(methods[labels == 1].tolist()))})
+    out: dict[str, dict[str, float | None]] = {}
+    for col, key in STREAM_AUC_KEYS.items():
+        scores = videos[col].to_numpy(dtype=float) if col in videos else np.full(len(videos), np.nan)
+        if not np.isfinite(scores[ok]).any():
+            continue
+        out[key] = {name: auc(labels[keep & ok], scores[keep & ok]) for name, keep in subsets.items()}
     return out
 
 
@@ -250,7 +272,8 @@ def describe_failures(name: str, videos: pd.DataFrame, limit: int = 20) -> str:
 def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
     """A Markdown table, one row per subset: AUC [95 % CI] (or ``[>= lower bound]`` when the interval
     collapses) with what the bootstrap resampled, AUC with failures at 0.5, static-clip AUC, temporal
-    gain [95 % CI], shuffled-clip AUC, order gain [95 % CI], AP, EER, acc@0.5, clip AUC, scored reals / fakes (failed)."""
+    gain [95 % CI], shuffled-clip AUC, order gain [95 % CI], (two-stream models: each stream's AUC alone), AP, EER,
+    acc@0.5, clip AUC, scored reals / fakes (failed)."""
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
@@ -269,10 +292,14 @@ def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
                                              + ("" if not people else f", {people} people"))
         return fmt(v)
 
+    streams = tuple(k for k in STREAM_AUC_KEYS.values() if k in metrics)   # two-stream models: each alone
     cols = ("auc", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain", "shuffled_auc", "order_gain",
-            "ap", "eer", "acc", "clip_auc")
+            *streams, "ap", "eer", "acc", "clip_auc")
+    heads = {"stf_stream_auc": "STF stream alone", "frame_stream_auc": "frame stream alone"}
     rows = [f"| {title} | AUC [95 % CI] | resampled (real / fake groups) | AUC (failed = 0.5) | static AUC "
-            "| temporal gain [95 % CI] | shuffled AUC | order gain [95 % CI] | AP | EER | acc@0.5 | clip AUC | reals / fakes (failed) |",
+            "| temporal gain [95 % CI] | shuffled AUC | order gain [95 % CI] | "
+            + "".join(f"{heads[k]} | " for k in streams)
+            + "AP | EER | acc@0.5 | clip AUC | reals / fakes (failed) |",
             "|---" * (len(cols) + 2) + "|"]
     for name in metrics["auc"]:
         n = f"{metrics['n_real'][name]} / {metrics['n_fake'][name]}" if "n_real" in metrics else ""

@@ -147,3 +147,59 @@ def test_cross_summary_carries_the_new_keys_and_the_gain_plot(dataset, tmp_path)
     frame = DatasetResult("t", videos, clips, summarize(videos, clips, temporal=False), temporal=False)
     m = write_cross_summary(tmp_path / "cross", [frame])
     assert m["temporal_gain"]["t"] is None and not (tmp_path / "cross" / "temporal_gain.csv").exists()
+
+
+class TwoStream(torch.nn.Module):
+    """A fixed two-stream scorer shaped like STF-Mamba with ``model.frame_stream``: the STF share reads
+    change over time (the clip's temporal std), the frame share brightness; ``logits`` is their sum."""
+
+    def forward(self, x):  # x: (B, 3, T, H, W)
+        motion = x.std(dim=2).mean(dim=(1, 2, 3))
+        bright = x.mean(dim=(1, 2, 3, 4))
+        stf = torch.stack([torch.zeros_like(motion), 3 * motion - 1], dim=1)
+        frame = torch.stack([torch.zeros_like(bright), 4 * bright], dim=1)
+        return {"logits": stf + frame, "stf_logits": stf, "frame_stream_logits": frame}
+
+
+class OneShare(torch.nn.Module):
+    """One share of a two-stream model as the whole model (what scripts/stream_split.py scores)."""
+
+    def __init__(self, model, key):
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x):
+        return {"logits": self.model(x)[self.key]}
+
+
+def test_each_stream_is_scored_alone_from_the_same_forward(dataset):
+    """A two-stream model's videos carry each stream's score, equal to scoring that stream as the whole
+    model; the metrics add each stream's AUC per method (and the table its columns); a one-stream
+    model gets neither."""
+    root, manifest = dataset
+    kw = dict(norm=Normalize(IMAGENET_MEAN, IMAGENET_STD), batch_size=3, progress=False, amp="off")
+    model = TwoStream()
+    videos, clips = score_videos(model, manifest, root, SPEC, **kw)
+    ok = videos["status"] == "ok"
+    for key, col in (("stf_logits", "stf_score"), ("frame_stream_logits", "frame_stream_score")):
+        alone, _ = score_videos(OneShare(model, key), manifest, root, SPEC, **kw)
+        assert np.allclose(videos.loc[ok, col], alone.loc[ok, "score"], atol=1e-6)
+        assert videos.loc[~ok, col].isna().all()
+    m = summarize(videos, clips)
+    stf = videos.loc[ok, "stf_score"].to_numpy()
+    lab, meth = videos.loc[ok, "label"].to_numpy(), videos.loc[ok, "method"].to_numpy()
+    from sklearn.metrics import roc_auc_score
+    keep = (lab == 0) | (meth == "B")
+    assert m["stf_stream_auc"]["B"] == pytest.approx(roc_auc_score(lab[keep], stf[keep]))
+    assert set(m["stf_stream_auc"]) == set(m["auc"]) == set(m["frame_stream_auc"])
+    # brightness alone separates A as the Brightness scorer does
+    assert m["frame_stream_auc"]["A"] == pytest.approx(1.0)
+    assert "STF stream alone | frame stream alone |" in markdown_table(m)
+    one, one_clips = score_videos(Brightness(), manifest, root, SPEC, **kw)
+    assert one["stf_score"].isna().all()
+    m1 = summarize(one, one_clips)
+    assert "stf_stream_auc" not in m1 and "STF stream alone" not in markdown_table(m1)
+    from stfmamba.evaluation.run import DatasetResult, cross_metrics
+    cross = cross_metrics([DatasetResult("t", videos, clips, m)])
+    assert cross["stf_stream_auc"]["t"] == m["stf_stream_auc"]["overall"]
+    assert "stf_stream_auc" not in cross_metrics([DatasetResult("t", one, one_clips, m1)])
