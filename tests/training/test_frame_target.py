@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from stfmamba.config import ConfigError, Params, STFV8Config, from_dict
-from stfmamba.data.clips import Normalize
-from stfmamba.data.dataset import VideoSBIDataset
 from stfmamba.models import build_model
 from stfmamba.models.losses import STFV8Loss
 from stfmamba.training import TrainPaths, train
 
-from trainkit import tiny_params
+from trainkit import fixed_batch, tiny_params
 
 
 def _temporal(p, kinds=("blend_ramp",), prob=1.0):
@@ -56,14 +54,7 @@ def test_frame_target_head_learns_which_frames_are_blended(tiny_dataset):
     """Fitting one batch of real ``blend_ramp`` pairs (blend ratio following a curve over the clip, 0 on
     some frames): the per-frame term falls, its gradient reaches the STF stages, and the head ranks the
     blended frames of the fakes above their unblended frames and the reals' frames."""
-    torch.manual_seed(0)
-    p = _temporal(tiny_params(tiny_dataset, frame_target_weight=1.0))
-    cfg = STFV8Config.phase_a(p)
-    ds = VideoSBIDataset.from_params(p, "val", False)
-    batch = [ds[i] for i in range(len(ds))]
-    model, loss_fn = build_model(cfg), STFV8Loss(cfg)
-    x = Normalize.of(model)(torch.cat([b["x"] for b in batch]))       # (2N, 3, T, S, S)
-    y = torch.cat([b["y"] for b in batch])
+    model, loss_fn, x, y, batch = fixed_batch(_temporal(tiny_params(tiny_dataset, frame_target_weight=1.0)))
     ft = torch.cat([b["frame_y"] for b in batch])                      # (2N, T)
     assert (ft[1::2] == 0).any() and (ft[1::2] > 0.5).any(), "blend_ramp fakes have unblended and blended frames"
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

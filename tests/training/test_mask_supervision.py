@@ -16,7 +16,7 @@ from stfmamba.models import build_model
 from stfmamba.models.losses import STFV8Loss, mask_loss
 from stfmamba.training import TrainPaths, train
 
-from trainkit import tiny_params
+from trainkit import fixed_batch, tiny_params
 
 
 def _diff(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
@@ -95,15 +95,7 @@ def test_mask_head_learns_where_the_blend_is(tiny_dataset):
     training than a unit test has; the demo's metrics measure that. Measured over torch seeds 0-5 (lr
     5e-3, 60 steps): pixel AUC of the blended region 0.85-0.93, mean margin 0.14-0.27; at lr 2e-3 the
     margin after 60 steps was 0.02-0.17, too close to call."""
-    from stfmamba.data.clips import Normalize
-    torch.manual_seed(0)
-    p = tiny_params(tiny_dataset, mask_loss_weight=1.0)
-    cfg = STFV8Config.phase_a(p)
-    ds = VideoSBIDataset.from_params(p, "val", False)
-    batch = [ds[i] for i in range(len(ds))]
-    model, loss_fn = build_model(cfg), STFV8Loss(cfg)
-    x = Normalize.of(model)(torch.cat([b["x"] for b in batch]))       # (2N, 3, T, S, S)
-    y = torch.cat([b["y"] for b in batch])
+    model, loss_fn, x, y, batch = fixed_batch(tiny_params(tiny_dataset, mask_loss_weight=1.0))
     masks = torch.cat([b["mask"] for b in batch])                      # (2N, T, S, S)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     first = None

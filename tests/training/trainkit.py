@@ -111,6 +111,24 @@ def tiny_params(dataset_dir: Path, **training) -> Params:
         training=TrainingConfig(**tr), budget=BudgetConfig())
 
 
+def fixed_batch(params: Params):
+    """A fresh Phase A model of ``params`` (torch seed 0), its loss and every validation pair of the
+    dataset as one normalised batch: ``(model, loss_fn, x (2N, 3, T, S, S), y (2N,), items)`` (the
+    items' other fields — masks, per-frame targets — for the test to stack)."""
+    import torch
+    from stfmamba.data.clips import Normalize
+    from stfmamba.data.dataset import VideoSBIDataset
+    from stfmamba.models import build_model
+    from stfmamba.models.losses import STFV8Loss
+    torch.manual_seed(0)
+    cfg = STFV8Config.phase_a(params)
+    ds = VideoSBIDataset.from_params(params, "val", False)
+    items = [ds[i] for i in range(len(ds))]
+    model = build_model(cfg)
+    x = Normalize.of(model)(torch.cat([b["x"] for b in items]))
+    return model, STFV8Loss(cfg), x, torch.cat([b["y"] for b in items]), items
+
+
 def main(argv: list[str] | None = None) -> None:
     """Subprocess entry: ``python trainkit.py DATASET_DIR OUT_DIR PHASE [JSON_TRAINING_OVERRIDES [JSON_MODEL_OVERRIDES]]``.
 
