@@ -271,6 +271,9 @@ class TrainingConfig:
                                       # cross-entropy on the STF head's logits alone (frame stream left out), so the
                                       # temporal stages must detect on their own, not only correct the frame logits
     temporal_fake_kinds: tuple[str, ...] = TEMPORAL_FAKE_KINDS   # temporal kinds drawn (uniformly) per clip
+    stf_stream_fakes: str = field(default="all", metadata={"choices": ("all", "temporal")})  # the fakes the STF-stream
+                                      # term sees: all, or only the temporal pseudo-fakes (with every real): the cues a
+                                      # motion-only STF stream can see (a still Video-SBI blend it cannot)
     frame_target_weight: float = field(default=0.0, metadata=_rng(0.0, 100.0))  # weight of a per-frame BCE: a head on
                                       # the STF stages' per-frame features predicts each frame's manipulation strength
                                       # (the fake's frame_target; 0 for reals) — time-resolved supervision (FakeSTormer)
@@ -363,6 +366,12 @@ class Params:
                 f"training.stf_stream_weight={self.training.stf_stream_weight} supervises the STF head apart from the "
                 "frame stream, but model.frame_stream is false (the STF head is the whole model): set "
                 "training.stf_stream_weight: 0 or model.frame_stream: true")
+        if self.training.stf_stream_fakes == "temporal" and not (self.features.use_temporal_fakes
+                                                                  and self.training.stf_stream_weight > 0):
+            raise ConfigError(
+                "training.stf_stream_fakes: temporal limits the STF-stream term to the temporal pseudo-fakes, but "
+                f"training.stf_stream_weight={self.training.stf_stream_weight} and features.use_temporal_fakes="
+                f"{self.features.use_temporal_fakes}: set training.stf_stream_fakes: all, or turn both on")
         if self.features.use_temporal_fakes and (self.training.temporal_fake_prob == 0
                                                  or not self.training.temporal_fake_kinds):
             raise ConfigError(
@@ -419,7 +428,7 @@ class STFV8Config:
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,
                            temporal_fake_kinds=TEMPORAL_FAKE_KINDS,                      # its keys do not matter
                            distill_from="none", distill_weight=1.0,   # the frame baseline is the teacher, not a student
-                           stf_stream_weight=0.0,                     # it has no STF stream
+                           stf_stream_weight=0.0, stf_stream_fakes="all",   # it has no STF stream
                            frame_target_weight=0.0,                   # nor STF stages' per-frame features
                            pretrained_lr_mult=1.0)   # it is fine-tuned whole; the key is the video model's (the
                                                      # demo freezes the frame stream copied from this model)

@@ -88,7 +88,7 @@ FRAME_UNUSED: tuple[str, ...] = (
     "training.hll_loss_weight", "training.hll_margin", "training.sdim_l1_weight",   # HLL / sdim terms: STF-Mamba only
     "training.mask_loss_weight",                  # the mask head is STF-Mamba's (models/stfmamba.py)
     "training.distill_from", "training.distill_weight",   # the frame baseline is the teacher (training/distill.py)
-    "training.stf_stream_weight",                 # a term on the STF head alone (models/losses.py)
+    "training.stf_stream_weight", "training.stf_stream_fakes",   # a term on the STF head alone (models/losses.py)
     "training.frame_target_weight",               # a per-frame head on the STF stages (models/losses.py)
     "training.pretrained_lr_mult",                # the frame baseline fine-tunes every layer at baseline.lr
     "features.use_contrastive_hll", "features.use_hll_normalization",   # only the HLL term reads them

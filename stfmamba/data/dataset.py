@@ -16,7 +16,8 @@ from the temporal family (:mod:`stfmamba.data.temporal`) instead of Video-SBI, t
 clip from the same per-clip generator. With the flag off nothing is drawn for it and every item is
 what it was before. Items carry ``"frame_y": (2, T) float32``: the real's zeros and the fake's
 per-frame manipulation strength (a Video-SBI fake: each frame's peak blend ratio; a temporal fake:
-its ``frame_target``), the target of ``training.frame_target_weight``.
+its ``frame_target``), the target of ``training.frame_target_weight``, and ``"temporal_fake": (2,) bool``
+(False for the real; for the fake whether it is a temporal kind, what ``training.stf_stream_fakes`` reads).
 
 With ``model.mouth_stream`` (``mouth_size``) items also carry ``"mouth": (2, 3, T, s, s) uint8``: the
 mouth clips of the real and of the fake, cut by :func:`~stfmamba.data.clips.mouth_clip` (the
@@ -242,6 +243,7 @@ class VideoSBIDataset(Dataset):
                 "mask": torch.stack([torch.zeros_like(m), m])}                                # (2, T, H, W): real = 0
         ft = torch.from_numpy(np.asarray(info["frame_target"], np.float32))                  # per-frame targets
         item["frame_y"] = torch.stack([torch.zeros_like(ft), ft])                             # (2, T): real = 0
+        item["temporal_fake"] = torch.tensor([False, info["kind"] != "sbi"])                # (2,): a temporal kind
         if self.mouth_size is not None:   # same landmarks, same box for the real and its fake
             lms = info["landmarks"]
             mouth = np.stack([mouth_clip(real, lms, self.mouth_size), mouth_clip(fake, lms, self.mouth_size)])

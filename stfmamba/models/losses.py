@@ -13,6 +13,9 @@ logits are the STF head's plus the frame stream's, so the plain cross-entropy on
 to correct the frame logits (with a frozen frame stream, what the frame baseline already gets right
 gives it no gradient). The term puts the same label on the STF head's logits alone, so the wavelet
 and temporal stages must separate reals from fakes on their own (deep supervision of one branch).
+With ``training.stf_stream_fakes: temporal`` the term sees every real and only the temporal
+pseudo-fakes: a motion-only STF stream cannot see a still Video-SBI blend, and asking it to call those
+fakes too teaches it to hedge.
 
 Per-frame target term (``training.frame_target_weight > 0``; the model then has a per-frame head on
 its STF stages): binary cross-entropy between ``frame_target_logits (B, T)`` and each frame's
@@ -99,13 +102,15 @@ class STFV8Loss(nn.Module):
         self.hll_weight, self.sdim_weight, self.mask_weight = t.hll_loss_weight, t.sdim_l1_weight, t.mask_loss_weight
         self.distill_weight = t.distill_weight
         self.stf_stream_weight = t.stf_stream_weight
+        self.stf_stream_fakes = t.stf_stream_fakes
         self.frame_target_weight = t.frame_target_weight
         self.hll = (ContrastiveHLLLoss(t.hll_margin, f.use_hll_normalization) if f.use_contrastive_hll
                     else RealHLLLoss(f.use_hll_normalization))
 
     def forward(self, outputs: dict, labels: torch.Tensor, masks: torch.Tensor | None = None,
                 teacher: torch.Tensor | None = None,
-                frame_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                frame_targets: torch.Tensor | None = None,
+                temporal_fakes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """outputs: model dict; labels: ``(B,)`` int64; masks: ``(B, T, H, W)`` blend masks (used when
         the model returns ``mask_logits`` and ``mask_loss_weight > 0``) -> ``(total, {"ce", "hll",
         "sdim_l1", ["mask",] ["distill",] "total"})`` (``{"ce", "total"}`` for a per-frame model). ``teacher``:
@@ -113,7 +118,8 @@ class STFV8Loss(nn.Module):
         ``distill_weight`` · :func:`~stfmamba.training.distill.similarity_loss` of them and the model's
         ``frame_features`` joins the loss. ``frame_targets``: ``(B, T)`` per-frame manipulation strength in
         [0, 1] (the dataset's ``frame_y``), required when the model returns ``frame_target_logits``
-        (part ``"frame_target"``)."""
+        (part ``"frame_target"``). ``temporal_fakes``: ``(B,)`` bool, which clips are temporal pseudo-fakes
+        (the dataset's ``temporal_fake``), required with ``training.stf_stream_fakes: temporal``."""
         labels = labels.long()
         if self.frame_level:
             frame_logits = outputs["frame_logits"].float()                       # (B, T, 2)
@@ -134,7 +140,14 @@ class STFV8Loss(nn.Module):
             total = total + self.mask_weight * mask
             parts["mask"] = float(mask.detach())
         if self.stf_stream_weight > 0 and "stf_logits" in outputs:
-            stf_ce = F.cross_entropy(outputs["stf_logits"].float(), labels, label_smoothing=self.label_smoothing)
+            stf_logits, stf_labels = outputs["stf_logits"].float(), labels
+            if self.stf_stream_fakes == "temporal":   # every real and the temporal fakes only
+                if temporal_fakes is None:
+                    raise ValueError("training.stf_stream_fakes: temporal but the batch does not say which fakes "
+                                     "are temporal (temporal_fake)")
+                keep = (labels == 0) | temporal_fakes.to(labels.device).bool()
+                stf_logits, stf_labels = stf_logits[keep], labels[keep]
+            stf_ce = F.cross_entropy(stf_logits, stf_labels, label_smoothing=self.label_smoothing)
             total = total + self.stf_stream_weight * stf_ce
             parts["stf_ce"] = float(stf_ce.detach())
         if self.frame_target_weight > 0 and "frame_target_logits" in outputs:

@@ -571,6 +571,7 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
         y = batch["y"].flatten().to(device)                           # (2B,)
         masks = batch["mask"].flatten(0, 1).to(device) if "mask" in batch else None   # (2B, T, H, W)
         frame_y = batch["frame_y"].flatten(0, 1).to(device) if "frame_y" in batch else None   # (2B, T)
+        temporal = batch["temporal_fake"].flatten().to(device) if "temporal_fake" in batch else None   # (2B,)
         extra = mouth_input(batch, norm, device, non_blocking=True)   # {"mouth": (2B, 3, T, s, s)} or {}
         last_micro = (b + 1) % tr.accum_steps == 0 or b + 1 == data.batches_per_epoch
         sync = parts.net.no_sync() if info.distributed and not last_micro else contextlib.nullcontext()
@@ -579,7 +580,8 @@ def train_one_epoch(run: Run, data: Data, parts: Parts, state: TrainState) -> bo
                 out = parts.net(x, **extra)
                 teach = (parts.teacher.features(batch["x"].flatten(0, 1).to(device, non_blocking=True))
                          if parts.teacher is not None else None)                  # (2B, T, D)
-                loss, loss_parts = parts.loss_fn(out, y, masks, teach, frame_targets=frame_y)
+                loss, loss_parts = parts.loss_fn(out, y, masks, teach, frame_targets=frame_y,
+                                                  temporal_fakes=temporal)
             (loss / tr.accum_steps).backward()
         micro_loss += float(loss.detach()) / tr.accum_steps
         micro_parts = {k: micro_parts.get(k, 0.0) + float(v) / tr.accum_steps for k, v in loss_parts.items()}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from stfmamba.config import ConfigError, Params, STFV8Config, from_dict
+from stfmamba.data.dataset import VideoSBIDataset
 from stfmamba.models import build_model
 from stfmamba.models.losses import STFV8Loss
 from stfmamba.training import TrainPaths, train
@@ -94,3 +95,34 @@ def test_training_with_the_per_frame_target(tiny_dataset, tmp_path):
     assert cfg.training.frame_target_weight == 1.0 and loaded.frame_target_head is not None
     curve = paths.live_dir / "plots" / "metrics" / "train" / "loss_frame_target.tsv"
     assert curve.exists(), "the per-frame term is logged with the other loss parts"
+
+
+def test_stf_stream_term_can_see_only_the_temporal_fakes(tiny_dataset):
+    """training.stf_stream_fakes: temporal: the STF-stream cross-entropy is taken over the reals and the
+    temporal pseudo-fakes only (the items say which fakes are temporal); the clip term still sees all."""
+    import torch.nn.functional as F
+    p = _temporal(tiny_params(tiny_dataset), kinds=("blend_ramp", "region_retime"), prob=0.5)
+    ds = VideoSBIDataset.from_params(p, "train", True)
+    flags = [ds[i]["temporal_fake"] for i in range(len(ds))]
+    kinds = [ds.pair_info(i, common_aug=False)["kind"] for i in range(len(ds))]
+    assert all(not f[0] for f in flags) and [bool(f[1]) for f in flags] == [k != "sbi" for k in kinds]
+    torch.manual_seed(0)
+    stf, frame = torch.randn(6, 2), torch.randn(6, 2)
+    out = {"logits": stf + frame, "stf_logits": stf, "frame_stream_logits": frame,
+           "hll_energy": torch.rand(6), "all_band_energy": torch.rand(6) + 1, "aux_losses": {}}
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    temporal = torch.tensor([False, True, False, False, False, True])
+    train = dataclasses.replace(p.training, stf_stream_weight=1.0)
+    cfg_all = STFV8Config("t", p.model, p.features, train)
+    cfg_tmp = STFV8Config("t", p.model, p.features, dataclasses.replace(train, stf_stream_fakes="temporal"))
+    _, parts_all = STFV8Loss(cfg_all)(out, y, temporal_fakes=temporal)
+    _, parts_tmp = STFV8Loss(cfg_tmp)(out, y, temporal_fakes=temporal)
+    keep = (y == 0) | temporal
+    assert parts_all["stf_ce"] == pytest.approx(float(F.cross_entropy(stf, y, label_smoothing=0.1)), rel=1e-5)
+    assert parts_tmp["stf_ce"] == pytest.approx(float(F.cross_entropy(stf[keep], y[keep], label_smoothing=0.1)),
+                                                rel=1e-5)
+    assert parts_tmp["ce"] == parts_all["ce"]
+    with pytest.raises(ValueError, match="temporal_fake"):
+        STFV8Loss(cfg_tmp)(out, y)
+    with pytest.raises(ConfigError, match="stf_stream_fakes"):   # nothing temporal to see
+        from_dict(Params, {"training": {"stf_stream_fakes": "temporal"}})
