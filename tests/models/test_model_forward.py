@@ -38,7 +38,8 @@ def run_step(cfg: STFV8Config, batch: int = 2):
     x = torch.randn(batch, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
     out = model(x)
     labels = torch.arange(batch) % 2
-    total, parts = STFV8Loss(cfg)(out, labels)
+    frame_targets = torch.rand(batch, cfg.model.num_frames) * labels[:, None]   # per-frame targets: 0 for reals
+    total, parts = STFV8Loss(cfg)(out, labels, frame_targets=frame_targets)
     total.backward()
     return model, out, total, parts
 
