@@ -251,6 +251,9 @@ class TrainingConfig:
     clips_per_video: int = field(default=2, metadata=_rng(1, 1000))
     qp_min: int = field(default=23, metadata=_rng(0, 51))
     qp_max: int = field(default=40, metadata=_rng(0, 51))
+    downscale_prob: float = field(default=0.0, metadata=_rng(0.0, 1.0))  # fraction of training pairs shown at a lower
+                                      # resolution (down, then back up: a smaller face, e.g. FF++ c40 or web video)
+    downscale_range: tuple[float, float] = (0.4, 0.8)   # scale factors drawn for it (1 = unchanged)
     amp: str = field(default="auto", metadata={"choices": ("auto", "bf16", "off")})
     grad_checkpointing: bool = False
     num_workers: int = field(default=4, metadata=_rng(0, 256))
@@ -281,6 +284,10 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.qp_min > self.qp_max:
             raise ConfigError(f"training.qp_min={self.qp_min} must be <= training.qp_max={self.qp_max}")
+        r = tuple(self.downscale_range)
+        if len(r) != 2 or not 0.0 < r[0] <= r[1] < 1.0:
+            raise ConfigError(f"training.downscale_range={list(self.downscale_range)} must be two scale factors "
+                              "[low, high] with 0 < low <= high < 1, e.g. [0.4, 0.8]")
         unknown = [k for k in self.temporal_fake_kinds if k not in TEMPORAL_FAKE_KINDS]
         if unknown:
             near = difflib.get_close_matches(unknown[0], TEMPORAL_FAKE_KINDS, n=1)

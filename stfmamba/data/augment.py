@@ -95,13 +95,20 @@ class PairAugConfig:
     qp_min: int = 23
     qp_max: int = 40
     compression_prob: float = 0.5  # fraction of pairs that get the H.264 pass when enabled
+    downscale_prob: float = 0.0    # fraction of pairs shown at a lower resolution (training.downscale_prob)
+    downscale_range: tuple[float, float] = (0.4, 0.8)   # its scale factors (training.downscale_range)
     jitter_prob: float = 0.5       # fraction of pairs that get the scale / position jitter
     zoom: tuple[float, float] = (0.9, 1.12)   # zoom range of the jitter (>1 = closer crop)
     shift: float = 0.04            # max shift of the jitter, fraction of the side
 
 
-def build_pair_transform(keypoints: bool = False) -> A.Compose:
-    """Flip, colour jitter and JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``.
+def build_pair_transform(keypoints: bool = False, downscale_prob: float = 0.0,
+                         downscale_range: tuple[float, float] = (0.4, 0.8)) -> A.Compose:
+    """Flip, colour jitter, (lower resolution,) JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``.
+
+    ``downscale_prob > 0`` adds albumentations' ``Downscale`` (area down, linear up, one factor from
+    ``downscale_range`` for the whole pair) before the JPEG; at 0 the transform and its random draws are
+    exactly those of earlier versions.
 
     ``keypoints=True`` also accepts ``keypoints=(K, 2)`` (x, y pixels; flipped with the frames, never
     dropped): the landmarks of the mouth stream. The random draws and the images are the same either way.
@@ -110,8 +117,11 @@ def build_pair_transform(keypoints: bool = False) -> A.Compose:
         A.HorizontalFlip(p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
         A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=10, p=0.3),
-        A.ImageCompression(quality_range=(60, 100), p=0.5),
     ]
+    if downscale_prob > 0:
+        tfs.append(A.Downscale(scale_range=tuple(downscale_range), p=downscale_prob,
+                               interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}))
+    tfs.append(A.ImageCompression(quality_range=(60, 100), p=0.5))
     if keypoints:
         return A.Compose(tfs, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
     return A.Compose(tfs)
@@ -164,7 +174,8 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
         ``info["landmarks"]`` (moved). The random draws are the same with or without a mask or landmarks.
     """
     t = real.shape[0]
-    tf = transform or build_pair_transform(keypoints=landmarks is not None)
+    tf = transform or build_pair_transform(keypoints=landmarks is not None, downscale_prob=cfg.downscale_prob,
+                                           downscale_range=cfg.downscale_range)
     if landmarks is not None:
         landmarks = np.asarray(landmarks, np.float32)
     tf.set_random_seed(int(rng.integers(2**31 - 1)))

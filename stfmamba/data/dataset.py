@@ -161,7 +161,8 @@ class VideoSBIDataset(Dataset):
         spec = ClipSpec(params.preprocess.num_segments, params.preprocess.frames_per_segment, m.num_frames, m.img_size)
         sbi = sbi_config(f)
         tr = training or params.training
-        aug = PairAugConfig(compression=f.use_compression_aug, qp_min=tr.qp_min, qp_max=tr.qp_max) if train else None
+        aug = PairAugConfig(compression=f.use_compression_aug, qp_min=tr.qp_min, qp_max=tr.qp_max,
+                            downscale_prob=tr.downscale_prob, downscale_range=tuple(tr.downscale_range)) if train else None
         mouth = m.mouth_size if m.mouth_stream and not m.frame_level else None
         return cls(Path(params.data.preprocessed_dir) / params.data.train, split, spec, sbi, aug, train,
                    tr.clips_per_video, tr.seed, temporal_config(f, tr), mouth)
@@ -209,7 +210,9 @@ class VideoSBIDataset(Dataset):
         lms = data["landmarks"][start:start + s.num_frames]
         if self._src_tf is None:
             self._src_tf = build_source_transform()
-            self._pair_tf = build_pair_transform(keypoints=self.mouth_size is not None)
+            aug = self.aug or PairAugConfig()
+            self._pair_tf = build_pair_transform(keypoints=self.mouth_size is not None,
+                                                 downscale_prob=aug.downscale_prob, downscale_range=aug.downscale_range)
         res, kind = None, "sbi"
         if self.temporal is not None and rng.random() < self.temporal.prob:   # no draw when the family is off
             run = (start // s.frames_per_segment) * s.frames_per_segment      # the run the clip is cut from

@@ -76,3 +76,10 @@ def test_cross_field_checks(tmp_path):
     path = _write(tmp_path, lambda r: r["data"].update(train="dmeo"))
     with pytest.raises(ConfigError, match="Did you mean 'demo'"):
         load_params(path)
+
+
+@pytest.mark.parametrize("value", [[0.8, 0.4], [0.5], [0.0, 0.5], [0.5, 1.0]])
+def test_downscale_range_must_be_an_ordered_pair_of_factors(tmp_path, value):
+    path = _write(tmp_path, lambda r: r["training"].update(downscale_range=value))
+    with pytest.raises(ConfigError, match=r"training.downscale_range=.* two scale factors \[low, high\]"):
+        load_params(path)

@@ -210,3 +210,34 @@ def test_pair_scale_jitter_is_shared_and_varies():
         sides.append((r[0].max(-1) > 128).any(0).sum())
     sides = np.array(sides)
     assert (np.abs(sides - 40) >= 2).sum() >= 3 and np.all(np.abs(sides - 40) <= 6)
+
+
+def _sharpness(frames: np.ndarray) -> float:
+    """Mean absolute difference of horizontally adjacent pixels: falls when detail is lost."""
+    x = frames.astype(np.float32)
+    return float(np.abs(np.diff(x, axis=2)).mean())
+
+
+def test_pair_downscale_lowers_resolution_alike_and_is_off_by_default(clip):
+    """``training.downscale_prob``: the pair is shown at a lower resolution (detail lost, same size,
+    the same factor for real and fake); at 0 the augmented pair is exactly what it was before the option."""
+    real = clip[0]
+    fake = real.copy()
+    fake[:, 40:80, 40:80] = 255 - fake[:, 40:80, 40:80]      # a fake that differs from the real in a region
+    plain = PairAugConfig(compression=False, jitter_prob=0.0)
+    ds = PairAugConfig(compression=False, jitter_prob=0.0, downscale_prob=1.0, downscale_range=(0.4, 0.4))
+    drops = []
+    for seed in range(6):
+        r0, f0, _ = augment_pair(real, fake, np.random.default_rng(seed), plain)
+        r1, f1, _ = augment_pair(real, fake, np.random.default_rng(seed), ds)
+        assert r1.shape == real.shape and f1.shape == fake.shape
+        drops.append(_sharpness(r1) / _sharpness(r0))
+        # outside the changed region real and fake stay equal: one factor for the pair
+        assert np.array_equal(r1[:, :, :30], f1[:, :, :30])
+    assert max(drops) < 0.85, f"detail left after a 0.4x downscale: {drops}"
+    default = PairAugConfig(compression=False)
+    assert default.downscale_prob == 0.0
+    r0, f0, _ = augment_pair(real, fake, np.random.default_rng(3), default)
+    r2, f2, _ = augment_pair(real, fake, np.random.default_rng(3), PairAugConfig(compression=False,
+                                                                                 downscale_range=(0.2, 0.3)))
+    assert np.array_equal(r0, r2) and np.array_equal(f0, f2)
