@@ -254,6 +254,9 @@ class TrainingConfig:
     downscale_prob: float = field(default=0.0, metadata=_rng(0.0, 1.0))  # fraction of training pairs shown at a lower
                                       # resolution (down, then back up: a smaller face, e.g. FF++ c40 or web video)
     downscale_range: tuple[float, float] = (0.4, 0.8)   # scale factors drawn for it (1 = unchanged)
+    downscale_before_codec: bool = False   # true: a downscaled pair is JPEG / H.264 encoded at its reduced size and
+                                      # scaled back up after (a small face in a compressed video); false: scaled
+                                      # down and up first, then encoded at the crop size
     amp: str = field(default="auto", metadata={"choices": ("auto", "bf16", "off")})
     grad_checkpointing: bool = False
     num_workers: int = field(default=4, metadata=_rng(0, 256))

@@ -7,6 +7,9 @@
 * :func:`build_pair_transform` — horizontal flip, colour jitter and JPEG with albumentations.
 * :func:`scale_jitter` — a mild random zoom and shift of the face crop (a random resized crop, so
   the crop margin of one dataset or detector is not learned).
+* ``downscale_before_codec`` — a pair shown at a lower resolution is JPEG / H.264 encoded at that
+  size and scaled back up afterwards (a small face in a compressed video), instead of being scaled
+  down and up before encoding at the crop size.
 * :func:`augment_pair` — applies one set of parameters (one seed per clip pair) to the real and
   fake clip alike: the albumentations pass sees all ``2T`` frames at once (``images=``), and the
   H.264 pass encodes both clips at the same QP.
@@ -97,18 +100,25 @@ class PairAugConfig:
     compression_prob: float = 0.5  # fraction of pairs that get the H.264 pass when enabled
     downscale_prob: float = 0.0    # fraction of pairs shown at a lower resolution (training.downscale_prob)
     downscale_range: tuple[float, float] = (0.4, 0.8)   # its scale factors (training.downscale_range)
+    downscale_before_codec: bool = False   # encode (JPEG, H.264) a downscaled pair at its reduced size, then scale
+                                           # it back up (training.downscale_before_codec)
     jitter_prob: float = 0.5       # fraction of pairs that get the scale / position jitter
     zoom: tuple[float, float] = (0.9, 1.12)   # zoom range of the jitter (>1 = closer crop)
     shift: float = 0.04            # max shift of the jitter, fraction of the side
 
 
+def _jpeg() -> A.ImageCompression:
+    return A.ImageCompression(quality_range=(60, 100), p=0.5)
+
+
 def build_pair_transform(keypoints: bool = False, downscale_prob: float = 0.0,
-                         downscale_range: tuple[float, float] = (0.4, 0.8)) -> A.Compose:
+                         downscale_range: tuple[float, float] = (0.4, 0.8), codec: bool = True) -> A.Compose:
     """Flip, colour jitter, (lower resolution,) JPEG; call with ``images=(N, H, W, 3)`` after ``set_random_seed``.
 
     ``downscale_prob > 0`` adds albumentations' ``Downscale`` (area down, linear up, one factor from
     ``downscale_range`` for the whole pair) before the JPEG; at 0 the transform and its random draws are
-    exactly those of earlier versions.
+    exactly those of earlier versions. ``codec=False`` leaves out the JPEG (and ``Downscale`` must be
+    off): :func:`augment_pair` then scales and encodes itself (``downscale_before_codec``).
 
     ``keypoints=True`` also accepts ``keypoints=(K, 2)`` (x, y pixels; flipped with the frames, never
     dropped): the landmarks of the mouth stream. The random draws and the images are the same either way.
@@ -119,12 +129,56 @@ def build_pair_transform(keypoints: bool = False, downscale_prob: float = 0.0,
         A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=10, p=0.3),
     ]
     if downscale_prob > 0:
+        if not codec:
+            raise ValueError("build_pair_transform: codec=False scales in augment_pair; pass downscale_prob=0")
         tfs.append(A.Downscale(scale_range=tuple(downscale_range), p=downscale_prob,
                                interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}))
-    tfs.append(A.ImageCompression(quality_range=(60, 100), p=0.5))
+    if codec:
+        tfs.append(_jpeg())
     if keypoints:
         return A.Compose(tfs, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
     return A.Compose(tfs)
+
+
+def pair_transform_for(cfg: PairAugConfig, keypoints: bool = False) -> A.Compose:
+    """The :func:`build_pair_transform` that :func:`augment_pair` expects for ``cfg``."""
+    if cfg.downscale_before_codec:
+        return build_pair_transform(keypoints=keypoints, codec=False)
+    return build_pair_transform(keypoints=keypoints, downscale_prob=cfg.downscale_prob,
+                                downscale_range=cfg.downscale_range)
+
+
+_JPEG_ONLY = A.Compose([_jpeg()])
+
+
+def _resize_all(frames: np.ndarray, w: int, h: int, interpolation: int) -> np.ndarray:
+    return np.stack([cv2.resize(f, (w, h), interpolation=interpolation) for f in frames])
+
+
+def _codec_at_scale(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator,
+                    cfg: PairAugConfig) -> tuple[np.ndarray, np.ndarray, int | None, float | None]:
+    """``downscale_before_codec``: scale the pair down (area), JPEG and H.264 at that size, scale back up (linear).
+
+    One factor, one JPEG quality and one QP for the real and its fake; the chain of a small face in a
+    compressed video that the detector's crop enlarges. Without a factor drawn it is the usual JPEG +
+    H.264 at the crop size.
+    """
+    h, w = real.shape[1:3]
+    scale = float(rng.uniform(*cfg.downscale_range)) if rng.random() < cfg.downscale_prob else None
+    both = np.concatenate([real, fake])
+    if scale is not None:
+        both = _resize_all(both, max(8, round(w * scale)), max(8, round(h * scale)), cv2.INTER_AREA)
+    _JPEG_ONLY.set_random_seed(int(rng.integers(2**31 - 1)))
+    both = _JPEG_ONLY(images=both)["images"]
+    qp = None
+    if cfg.compression and rng.random() < cfg.compression_prob:
+        qp = int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
+        t = real.shape[0]
+        both = np.concatenate([h264_roundtrip(both[:t], qp), h264_roundtrip(both[t:], qp)])
+    if scale is not None:
+        both = _resize_all(both, w, h, cv2.INTER_LINEAR)
+    t = real.shape[0]
+    return both[:t], both[t:], qp, scale
 
 
 def jitter_matrix(h: int, w: int, zoom: float, dx: float, dy: float) -> np.ndarray:
@@ -169,13 +223,13 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
             ``transform`` must then be ``build_pair_transform(keypoints=True)`` (built so when ``None``).
 
     Returns:
-        ``(real, fake, info)`` with ``info = {"qp": int or None, "zoom": float or None}`` and, when
+        ``(real, fake, info)`` with ``info = {"qp": int or None, "zoom": float or None}`` (with
+        ``cfg.downscale_before_codec`` also ``"scale"``: the factor, or None) and, when
         ``mask`` is given, ``info["mask"]`` (the transformed mask), when ``landmarks`` are given
         ``info["landmarks"]`` (moved). The random draws are the same with or without a mask or landmarks.
     """
     t = real.shape[0]
-    tf = transform or build_pair_transform(keypoints=landmarks is not None, downscale_prob=cfg.downscale_prob,
-                                           downscale_range=cfg.downscale_range)
+    tf = transform or pair_transform_for(cfg, keypoints=landmarks is not None)
     if landmarks is not None:
         landmarks = np.asarray(landmarks, np.float32)
     tf.set_random_seed(int(rng.integers(2**31 - 1)))
@@ -199,11 +253,14 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, rng: np.random.Generator, c
         both, mask = out["images"], np.asarray(out["masks"], np.float32)
     if landmarks is not None:
         landmarks = np.asarray(out["keypoints"], np.float32)[:, :2].reshape(landmarks.shape)
-    qp = None
-    if cfg.compression and rng.random() < cfg.compression_prob:
+    qp = scale = None
+    if cfg.downscale_before_codec:
+        real, fake, qp, scale = _codec_at_scale(both[:t], both[t:], rng, cfg)
+        both = np.concatenate([real, fake])
+    elif cfg.compression and rng.random() < cfg.compression_prob:
         qp = int(rng.integers(cfg.qp_min, cfg.qp_max + 1))
         both = np.concatenate([h264_roundtrip(both[:t], qp), h264_roundtrip(both[t:], qp)])
-    info = {"qp": qp, "zoom": zoom} | ({} if mask is None else {"mask": np.ascontiguousarray(mask)})
+    info = {"qp": qp, "zoom": zoom} | ({"scale": scale} if cfg.downscale_before_codec else {}) | ({} if mask is None else {"mask": np.ascontiguousarray(mask)})
     if landmarks is not None:
         info["landmarks"] = landmarks
     return np.ascontiguousarray(both[:t]), np.ascontiguousarray(both[t:]), info

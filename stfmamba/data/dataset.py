@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stfmamba.config import ConfigError, Params
-from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transform
+from stfmamba.data.augment import PairAugConfig, augment_pair, pair_transform_for
 from stfmamba.data.clips import (ClipSpec, clip_starts, model_clip, model_mask, mouth_clip, normalize_clips,
                                  random_clip_start)
 from stfmamba.data.manifest import load_npz, read_manifest
@@ -162,7 +162,8 @@ class VideoSBIDataset(Dataset):
         sbi = sbi_config(f)
         tr = training or params.training
         aug = PairAugConfig(compression=f.use_compression_aug, qp_min=tr.qp_min, qp_max=tr.qp_max,
-                            downscale_prob=tr.downscale_prob, downscale_range=tuple(tr.downscale_range)) if train else None
+                            downscale_prob=tr.downscale_prob, downscale_range=tuple(tr.downscale_range),
+                            downscale_before_codec=tr.downscale_before_codec) if train else None
         mouth = m.mouth_size if m.mouth_stream and not m.frame_level else None
         return cls(Path(params.data.preprocessed_dir) / params.data.train, split, spec, sbi, aug, train,
                    tr.clips_per_video, tr.seed, temporal_config(f, tr), mouth)
@@ -211,8 +212,7 @@ class VideoSBIDataset(Dataset):
         if self._src_tf is None:
             self._src_tf = build_source_transform()
             aug = self.aug or PairAugConfig()
-            self._pair_tf = build_pair_transform(keypoints=self.mouth_size is not None,
-                                                 downscale_prob=aug.downscale_prob, downscale_range=aug.downscale_range)
+            self._pair_tf = pair_transform_for(aug, keypoints=self.mouth_size is not None)
         res, kind = None, "sbi"
         if self.temporal is not None and rng.random() < self.temporal.prob:   # no draw when the family is off
             run = (start // s.frames_per_segment) * s.frames_per_segment      # the run the clip is cut from

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stfmamba.data import drift as D
-from stfmamba.data.augment import PairAugConfig, augment_pair, h264_roundtrip
+from stfmamba.data.augment import PairAugConfig, augment_pair, build_pair_transform, h264_roundtrip
 from stfmamba.data.manifest import load_npz
 from stfmamba.data.sbi import (HULL_VARIANTS, SBIConfig, blur_mask, face_motion, follow_face, hull_mask,
                                 self_blend_clip)
@@ -241,3 +241,30 @@ def test_pair_downscale_lowers_resolution_alike_and_is_off_by_default(clip):
     r2, f2, _ = augment_pair(real, fake, np.random.default_rng(3), PairAugConfig(compression=False,
                                                                                  downscale_range=(0.2, 0.3)))
     assert np.array_equal(r0, r2) and np.array_equal(f0, f2)
+
+
+def test_downscale_before_codec_encodes_the_small_pair_and_enlarges_its_artefacts(clip):
+    """``training.downscale_before_codec``: a downscaled pair is JPEG / H.264 encoded at its reduced size
+    and scaled back up, so the codec's loss grows with the face (less pixel-level detail than encoding
+    the re-enlarged pair at the same QP); one factor and one QP for the real and its fake."""
+    real = clip[0]
+    fake = real.copy()
+    fake[:, 40:80, 40:80] = 255 - fake[:, 40:80, 40:80]
+    common = dict(jitter_prob=0.0, compression_prob=1.0, qp_min=40, qp_max=40, downscale_prob=1.0,
+                  downscale_range=(0.4, 0.4))
+    after = PairAugConfig(**common)
+    before = PairAugConfig(**common, downscale_before_codec=True)
+    for seed in range(6):
+        r0, f0, i0 = augment_pair(real, fake, np.random.default_rng(seed), after)
+        r1, f1, i1 = augment_pair(real, fake, np.random.default_rng(seed), before)
+        assert r1.shape == real.shape and f1.shape == fake.shape and r1.dtype == np.uint8
+        assert i1["scale"] == pytest.approx(0.4) and i1["qp"] == 40 and "scale" not in i0
+        assert _sharpness(r1) < _sharpness(r0), f"seed {seed}: encoding the small pair kept more detail"
+        r2, f2, _ = augment_pair(real, fake, np.random.default_rng(seed), before)
+        assert np.array_equal(r1, r2) and np.array_equal(f1, f2)       # replayed from the pair's seed
+    # no factor drawn: the pair keeps its size through JPEG and H.264
+    keep = PairAugConfig(**(common | {"downscale_prob": 0.0}), downscale_before_codec=True)
+    r3, _, i3 = augment_pair(real, fake, np.random.default_rng(0), keep)
+    assert i3["scale"] is None and i3["qp"] == 40 and _sharpness(r3) > _sharpness(r1)
+    with pytest.raises(ValueError, match="downscale_prob=0"):
+        build_pair_transform(downscale_prob=0.3, codec=False)
