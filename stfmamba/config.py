@@ -157,6 +157,11 @@ class ModelConfig:
                                       # spirit of FTCN's temporal-only convolutions): a still clip gives the STF
                                       # stages nothing, so every still clip gets the same STF logits and the STF
                                       # stream can add only temporal evidence (docs/model.md). Face path only
+    stream_fusion: str = field(default="sum", metadata={"choices": ("sum", "equal_say")})
+                                      # with frame_stream: how the two streams' logits make the clip's. "sum": as
+                                      # trained. "equal_say": trained as the sum, then each stream is divided by the
+                                      # spread (std) of its logit margin over the SBI-validation clips when the model
+                                      # file is written, so neither stream decides by scale alone (docs/model.md)
     mouth_size: int = field(default=48, metadata=_rng(16, 512))   # mouth crop side (px), cut from the stored crops
     mouth_dim: int = field(default=64, metadata=_rng(8, 4096))    # channels of the mouth stream (its tokens and pooled feature)
 
@@ -170,6 +175,9 @@ class ModelConfig:
         if self.frame_stream and self.arch == "stfmamba" and self.spatial_backbone == "none":
             raise ConfigError("model.frame_stream=true needs a timm trunk (model.spatial_backbone, e.g. "
                               "tf_efficientnet_lite0): the frame stream is that CNN run whole; set it or frame_stream: false")
+        if self.stream_fusion != "sum" and not self.frame_stream:
+            raise ConfigError(f"model.stream_fusion={self.stream_fusion!r} combines two streams, but model.frame_stream "
+                              "is false (one stream): set model.frame_stream: true or stream_fusion: sum")
         if self.stf_input == "motion" and self.mouth_stream:
             raise ConfigError("model.stf_input=motion removes what a still clip shows from the face path only; the "
                               "mouth stream (model.mouth_stream) would still see it: set one of them back")
@@ -432,7 +440,7 @@ class STFV8Config:
         b = p.baseline
         model = replace(p.model, arch=b.arch, img_size=p.baseline_img_size, num_frames=b.num_frames,
                         pretrained=b.pretrained, mouth_stream=False,   # single frames: no temporal mouth stream
-                        frame_stream=False,                             # it is the frame stream
+                        frame_stream=False, stream_fusion="sum",      # it is the frame stream
                         trunk_init="none")                              # the frame baseline is what it starts from
         training = replace(p.training, batch_size=b.batch_size, epochs_phase_a=b.epochs, lr=b.lr,
                            clips_per_video=b.clips_per_video, temporal_fake_prob=0.0,   # the family is off here,

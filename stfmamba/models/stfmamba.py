@@ -77,6 +77,12 @@ class STFMamba(nn.Module):
         # frame stream (model.frame_stream): the whole timm CNN's pooled features of every frame -> 2 logits,
         # averaged over time and added to the STF head's (late fusion of a spatial and a temporal stream)
         self.frame_head = nn.Linear(self.stem.head_dim, 2) if m.frame_stream else None
+        # model.stream_fusion=equal_say: each stream's logits are divided by the spread of its margin on the
+        # SBI-validation clips (stream_scale = 1 / std; ones while training, fitted when the model file is written)
+        if m.frame_stream and m.stream_fusion == "equal_say":
+            self.register_buffer("stream_scale", torch.ones(2))
+        else:
+            self.stream_scale = None
         self.apply(_init_weights)
         # model.frame_stream + model.trunk_init: the frame stream starts as the trained frame baseline
         # (its network and its classifier), so the clip logits start at its per-frame evidence
@@ -167,7 +173,8 @@ class STFMamba(nn.Module):
             ``training.frame_target_weight > 0`` also ``frame_target_logits (B, T)`` (each frame's manipulation
             strength, from the STF stages' per-frame features); ``frame_features (B, T, C4)``
             (what ``training.distill_from`` teaches); with ``model.frame_stream`` also ``frame_stream_logits
-            (B, 2)``, the frame stream's share of ``logits``, and ``stf_logits (B, 2)``, the STF head's share.
+            (B, 2)``, the frame stream's share of ``logits``, and ``stf_logits (B, 2)``, the STF head's share
+            (each times its ``stream_scale`` with ``model.stream_fusion: equal_say``).
         """
         if (mouth is not None) != self.needs_mouth:
             raise ValueError("this model has a mouth stream (model.mouth_stream): call it with mouth=(B, 3, T, s, s)"
@@ -182,6 +189,9 @@ class STFMamba(nn.Module):
         logits = stf_logits = self.head(self.head_drop(pooled))
         if self.frame_head is not None:
             frame_logits = self.frame_head(self.head_drop(whole)).mean(dim=1)   # (B, 2): per-frame, averaged
+            if self.stream_scale is not None:      # exact no-op at the training value (ones)
+                stf_logits = stf_logits * self.stream_scale[0].to(stf_logits.dtype)
+                frame_logits = frame_logits * self.stream_scale[1].to(frame_logits.dtype)
             logits = stf_logits + frame_logits.to(stf_logits.dtype)
         gates = list(self.state_gates().values())
         aux = {"sdim_l1": torch.stack([g.l1() for g in gates]).mean()} if gates else {}

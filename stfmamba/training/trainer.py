@@ -137,21 +137,63 @@ def evaluate_sbi(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     """SBI-validation AUC and loss-free accuracy of ``model`` on a :class:`VideoSBIDataset` loader.
 
     Returns:
-        ``{"auc": float, "acc": float, "n_clips": int}``.
+        ``{"auc": float, "acc": float, "n_clips": int}``; for a two-stream model (``model.frame_stream``)
+        also ``"margins"``: ``{"stf": (N,), "frame": (N,), "y": (N,)}`` numpy arrays, each stream's logit
+        margin per clip (what :func:`fit_stream_scale` fits).
     """
     model.eval()
     norm = Normalize.of(model)   # the model's own mean / std (model.data_config)
-    scores, labels = [], []
+    scores, labels, m_stf, m_frame = [], [], [], []
     for batch in loader:
         x = norm(batch["x"].flatten(0, 1).to(device))   # (2B, 3, T, H, W) float
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(x, **mouth_input(batch, norm, device))["logits"]
+            out = model(x, **mouth_input(batch, norm, device))
+        logits = out["logits"]
         scores.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
         labels.append(batch["y"].flatten())
+        if "stf_logits" in out:
+            for acc, key in ((m_stf, "stf_logits"), (m_frame, "frame_stream_logits")):
+                lg = out[key].float()
+                acc.append((lg[:, 1] - lg[:, 0]).cpu())
     s, y = torch.cat(scores).numpy(), torch.cat(labels).numpy()
     ok = np.isfinite(s)
     auc = float(roc_auc_score(y[ok], s[ok])) if ok.all() and len(set(y)) == 2 else float("nan")
-    return {"auc": auc, "acc": float(((s > 0.5) == (y == 1)).mean()), "n_clips": int(len(y))}
+    res = {"auc": auc, "acc": float(((s > 0.5) == (y == 1)).mean()), "n_clips": int(len(y))}
+    if m_stf:
+        res["margins"] = {"stf": torch.cat(m_stf).numpy(), "frame": torch.cat(m_frame).numpy(), "y": y}
+    return res
+
+
+def fit_stream_scale(model: torch.nn.Module, res: dict) -> dict | None:
+    """``model.stream_fusion: equal_say``: set ``model.stream_scale`` to 1 / std of each stream's margin.
+
+    ``res`` is :func:`evaluate_sbi`'s result for the model as trained (scales at one). Returns
+    ``{"std_stf", "std_frame", "fused_auc"}`` (the validation AUC of the rescaled sum), or None for a model
+    without the option. A stream whose margins do not vary keeps scale 1 (nothing to normalise).
+    """
+    scale = getattr(model, "stream_scale", None)
+    if scale is None or "margins" not in res:
+        return None
+    mg = res["margins"]
+    stds = [float(np.std(mg[k])) for k in ("stf", "frame")]
+    if not all(np.isfinite(stds)):
+        raise FloatingPointError(f"stream margins on the validation clips are not finite (std {stds}); "
+                                 "model.stream_fusion=equal_say cannot be fitted")
+    inv = [1.0 / v if v > 1e-8 else 1.0 for v in stds]
+    with torch.no_grad():
+        scale.copy_(torch.tensor(inv, dtype=scale.dtype))
+    fused = mg["stf"] * inv[0] + mg["frame"] * inv[1]
+    y = mg["y"]
+    auc = float(roc_auc_score(y, fused)) if len(set(y)) == 2 and np.isfinite(fused).all() else float("nan")
+    return {"std_stf": stds[0], "std_frame": stds[1], "fused_auc": auc}
+
+
+def reset_stream_scale(model: torch.nn.Module) -> None:
+    """Training always sees the plain sum of the streams: ``stream_scale`` back to ones (no-op without it)."""
+    scale = getattr(model, "stream_scale", None)
+    if scale is not None:
+        with torch.no_grad():
+            scale.fill_(1.0)
 
 
 def mouth_input(batch: dict, norm: Normalize, device: torch.device, non_blocking: bool = False) -> dict:
@@ -334,6 +376,7 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     optimizer, scheduler = build_optimizer_and_schedule(run, model, data)
     scaler = torch.amp.GradScaler(run.device.type, enabled=False)  # bf16 needs no loss scaling; kept for fp16 ports
     state, resumed_from, inputs = resume_or_init(run, model, optimizer, scheduler, scaler)
+    reset_stream_scale(model)     # a Phase A model file brings its fitted scales: Phase B trains the plain sum
     model = model.to(run.device)
     if run.info.distributed and run.device.type == "cuda" and run.tr.bn_policy == "train":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same keys: model files are unchanged
@@ -656,10 +699,19 @@ def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -
         # (eval.max_clips_per_video clips, or baseline.eval_frames single frames for a frame model)
         max_clips = default_max_clips(run.cfg.model.frame_level, run.params)
         extra = {"teacher": parts.teacher.as_dict()} if parts.teacher is not None else {}
-        for path in (run.paths.model_out, run.paths.ckpt_dir / BEST_NAME):
-            save_model_file(path, parts.model, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
-                            val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess,
-                            weights=parts.model.weights_info.as_dict(), max_clips_per_video=max_clips, **extra)
+        fusion = fit_stream_scale(parts.model, res)   # model.stream_fusion=equal_say: fitted on these clips
+        if fusion is not None:
+            extra["stream_fusion"] = fusion
+            res["fused_auc"] = fusion["fused_auc"]
+            log.info("model.stream_fusion=equal_say: margin std STF %.3f, frame %.3f; SBI-val AUC of the rescaled "
+                     "sum %.4f", fusion["std_stf"], fusion["std_frame"], fusion["fused_auc"])
+        try:
+            for path in (run.paths.model_out, run.paths.ckpt_dir / BEST_NAME):
+                save_model_file(path, parts.model, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
+                                val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess,
+                                weights=parts.model.weights_info.as_dict(), max_clips_per_video=max_clips, **extra)
+        finally:
+            reset_stream_scale(parts.model)           # training goes on with the plain sum
     return res
 
 
@@ -679,6 +731,8 @@ def log_epoch(run: Run, live, parts: Parts, state: TrainState, res: dict) -> Non
     live.log_metric("train/skipped_steps", state.skipped_steps)
     live.log_metric("val/sbi_auc", res["auc"])
     live.log_metric("val/sbi_acc", res["acc"])
+    if "fused_auc" in res:
+        live.log_metric("val/sbi_auc_fused", res["fused_auc"])
     live.log_metric("budget/spent", parts.budget.spent)
     live.next_step()
     log.info("phase %s epoch %d: train loss %.4f, SBI-val AUC %.4f (kept model: %.4f @ %d)", run.phase, state.epoch + 1,

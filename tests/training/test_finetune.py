@@ -126,3 +126,31 @@ def test_training_with_the_frame_stream(tiny_dataset, tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.allclose(loaded(x)["logits"], model(x)["logits"], atol=1e-5)
+
+
+def test_equal_say_rescales_each_stream_by_its_validation_spread(tiny_dataset, tmp_path):
+    """model.stream_fusion=equal_say: training sees the plain sum (scales at one); the model file holds
+    1 / std of each stream's logit margin over the SBI-validation clips, and scores with the rescaled sum."""
+    from stfmamba.config import ConfigError
+    from stfmamba.models.checkpoint import load_model_file
+    params = _with_trunk(tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "ckpt"), epochs_phase_a=1,
+                                     clips_per_video=1), pretrained_lr_mult=0.5)
+    params = replace(params, model=replace(params.model, frame_stream=True, stream_fusion="equal_say"))
+    paths = TrainPaths.for_phase(params, "a", tmp_path / "models", tmp_path / "metrics", tmp_path / "live")
+    _, model = train(params, "a", paths, return_model=True)
+    assert torch.equal(model.stream_scale, torch.ones(2))           # what training saw: the sum
+    loaded, cfg, meta = load_model_file(paths.model_out)
+    fit = meta["stream_fusion"]
+    assert cfg.model.stream_fusion == "equal_say" and fit["std_stf"] > 0 and fit["std_frame"] > 0
+    assert torch.allclose(loaded.stream_scale, torch.tensor([1 / fit["std_stf"], 1 / fit["std_frame"]]), rtol=1e-5)
+    assert not torch.allclose(loaded.stream_scale, torch.ones(2))
+    x = torch.randn(2, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    model.eval()
+    with torch.no_grad():
+        plain, fused = model(x), loaded(x)
+    s0, s1 = loaded.stream_scale
+    assert torch.allclose(fused["stf_logits"], plain["stf_logits"] * s0, atol=1e-5)
+    assert torch.allclose(fused["frame_stream_logits"], plain["frame_stream_logits"] * s1, atol=1e-5)
+    assert torch.allclose(fused["logits"], fused["stf_logits"] + fused["frame_stream_logits"], atol=1e-5)
+    with pytest.raises(ConfigError, match="model.stream_fusion"):
+        replace(params.model, frame_stream=False)
