@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     y = torch.arange(n) % 2
     runs = {}
     for kind in ("cut", "whole", "frozen"):
-        cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, frame_stream=kind != "cut"))
+        cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, frame_stream=kind != "cut",
+                                                                       stream_fusion=base.model.stream_fusion if kind != "cut" else "sum"))
         torch.manual_seed(0)
         model = build_model(cfg)
         if kind == "frozen":

@@ -11,7 +11,7 @@ from stfmamba.models import build_model
 from stfmamba.models.checkpoint import load_flexible, load_model_file, save_model_file
 from stfmamba.models.losses import ContrastiveHLLLoss, RealHLLLoss, STFV8Loss
 
-SMALL = dict(spatial_backbone="none", trunk_init="none", frame_stream=False, trunk_stride=4, img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
+SMALL = dict(spatial_backbone="none", trunk_init="none", frame_stream=False, stream_fusion="sum", trunk_stride=4, img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
              dwt_channels=4, d_state=4, headdim=8)
 
 

@@ -10,7 +10,7 @@ from stfmamba.models.blocks import temporal_plan
 from stfmamba.models.checkpoint import save_model_file
 from stfmamba.models.losses import STFV8Loss
 
-SMALL = dict(spatial_backbone="none", trunk_init="none", frame_stream=False, trunk_stride=4, img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
+SMALL = dict(spatial_backbone="none", trunk_init="none", frame_stream=False, stream_fusion="sum", trunk_stride=4, img_size=32, num_frames=4, stem_dim=8, stage1_dim=8, stage2_dim=16, stage3_dim=16, stage4_dim=16,
              stage1_blocks=1, stage2_blocks=1, stage3_blocks=1, stage4_blocks=1, dwt_channels=4, d_state=4,
              headdim=8, drop_path_rate=0.1, dropout=0.1)
 

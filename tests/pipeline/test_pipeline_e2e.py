@@ -30,7 +30,7 @@ TINY = {
     "preprocess": {"num_segments": 1, "frames_per_segment": 4, "crop_size": 32, "workers": 0},
     "model": {"spatial_backbone": "none", "trunk_stride": 4, "img_size": 32, "num_frames": 4, "stem_dim": 8, "stage1_dim": 8, "stage2_dim": 16, "stage3_dim": 16,
               "stage4_dim": 16, "dwt_channels": 4, "d_state": 4, "headdim": 8,
-              "frame_stream": False, "trunk_init": "none"},   # the built-in stem: no frame stream to start from
+              "frame_stream": False, "stream_fusion": "sum", "trunk_init": "none"},   # the built-in stem: no frame stream to start from
     # the demo's temporal pseudo-fakes stay on (their path runs); nothing pretrained in the stem to freeze
     "training": {"batch_size": 2, "epochs_phase_a": 1, "epochs_phase_b": 1, "warmup_epochs": 0, "num_workers": 0,
                  "clips_per_video": 1, "pretrained_lr_mult": 1.0,
