@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     n, t, s = 2 * p.training.batch_size, base.model.num_frames, base.model.img_size
     raw = torch.randint(0, 256, (n, 3, t, s, s), dtype=torch.uint8)
     y = torch.arange(n) % 2
+    frame_y = y[:, None].float().expand(n, t)     # per-frame targets (training.frame_target_weight > 0)
     runs = {}
     for kind in ("cut", "whole", "frozen"):
         cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, frame_stream=kind != "cut",
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def step(kind: str) -> float:
         model, loss_fn, opt, x = runs[kind]
-        return timed_step(lambda: loss_fn(model(x), y)[0], opt, amp)
+        return timed_step(lambda: loss_fn(model(x), y, frame_targets=frame_y)[0], opt, amp)
 
     med = interleaved_medians(step, tuple(runs), args.repeats)
     cut, whole, frozen = med["cut"], med["whole"], med["frozen"]
