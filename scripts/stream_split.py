@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--max-clips-per-video", type=int, default=None,
+                    help="score this many clips per video instead of the model file's count (all stored: "
+                         "preprocess.num_segments * frames_per_segment // model.num_frames)")
     args = ap.parse_args(argv)
 
     from stfmamba.evaluation.run import evaluate_dataset, load_checkpoint, scoring_spec
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(model, "frame_head", None) is None:
         raise SystemExit(f"{args.model}: this model has no frame stream (model.frame_stream: false); nothing to split")
     spec = scoring_spec(meta, cfg, params, model_path=args.model, params_path=args.params, params_override=False)
+    if args.max_clips_per_video is not None:
+        if args.max_clips_per_video < 1:
+            raise SystemExit(f"--max-clips-per-video must be >= 1, got {args.max_clips_per_video}")
+        spec = spec.override("--max-clips-per-video", args.model, max_clips_per_video=args.max_clips_per_video)
     root = Path(params.data.preprocessed_dir)
     kw = dict(pre=params.preprocess, ev=params.eval, amp=params.training.amp, progress=False)
     out = Path(args.out)

@@ -156,7 +156,7 @@ class ModelConfig:
                                       # those features minus their mean over the clip (change over time only, in the
                                       # spirit of FTCN's temporal-only convolutions): a still clip gives the STF
                                       # stages nothing, so every still clip gets the same STF logits and the STF
-                                      # stream can add only temporal evidence (docs/model.md). Face path only
+                                      # stream can add only temporal evidence (docs/model.md); the mouth stream too
     stream_fusion: str = field(default="sum", metadata={"choices": ("sum", "equal_say")})
                                       # with frame_stream: how the two streams' logits make the clip's. "sum": as
                                       # trained. "equal_say": trained as the sum, then each stream is divided by the
@@ -178,9 +178,6 @@ class ModelConfig:
         if self.stream_fusion != "sum" and not self.frame_stream:
             raise ConfigError(f"model.stream_fusion={self.stream_fusion!r} combines two streams, but model.frame_stream "
                               "is false (one stream): set model.frame_stream: true or stream_fusion: sum")
-        if self.stf_input == "motion" and self.mouth_stream:
-            raise ConfigError("model.stf_input=motion removes what a still clip shows from the face path only; the "
-                              "mouth stream (model.mouth_stream) would still see it: set one of them back")
         if self.arch == "stfmamba" and self.img_size < self.trunk_stride * 8:
             raise ConfigError(f"model.img_size={self.img_size} must be at least trunk_stride x 8 = "
                               f"{self.trunk_stride * 8} (stage 1 at H/{self.trunk_stride}, three 2x downsamples after it)")

@@ -17,6 +17,12 @@ its pooled face features before the head (``head: Linear(C4 + d, 2)``).
 Keys: ``mouth.conv{1,2,3}.*``, ``mouth.enc_norm.*``, ``mouth.blocks.<j>.{spatial,norm,temporal.attention}.*``,
 ``mouth.norm.*``. The mixer does not depend on the architecture flags, so a Phase A model's mouth
 stream loads whole into Phase B.
+
+With ``model.stf_input: motion`` the mouth stream reads motion too: its encoder tokens minus their
+mean over the clip's frames enter the blocks, so a still clip gives it nothing, as it gives the face
+path nothing. Its per-frame features (the blocks' output averaged over space) also join the face
+stages' per-frame features for the per-frame target head (``training.frame_target_weight``): the
+mouth stream is told *when* a clip is manipulated as well.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ class MouthStream(nn.Module):
 
     def __init__(self, cfg: ModelConfig, spatial: str = "conv3x3") -> None:
         super().__init__()
+        self.motion_only = cfg.stf_input == "motion"
         d = cfg.mouth_dim
         self.conv1 = nn.Conv2d(3, max(d // 2, 1), 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(max(d // 2, 1), d, 3, stride=2, padding=1)
@@ -56,15 +63,19 @@ class MouthStream(nn.Module):
         self.out_dim = d
         self.grad_checkpointing = False
 
-    def forward(self, mouth: torch.Tensor) -> torch.Tensor:
-        """mouth: ``(B, 3, T, s, s)`` normalised -> ``(B, mouth_dim)``."""
+    def forward(self, mouth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mouth: ``(B, 3, T, s, s)`` normalised -> pooled ``(B, mouth_dim)``, per-frame ``(B, T, mouth_dim)``
+        (the blocks' output averaged over space, before the norm)."""
         b = mouth.shape[0]
         frames = rearrange(mouth, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
         z = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(frames)))))          # (B·T, d, s/8, s/8)
         z = self.enc_norm(rearrange(z, "(b t) c h w -> b t h w c", b=b))       # (B, T, h, w, d)
+        if self.motion_only:                                                  # model.stf_input=motion
+            z = z - z.mean(dim=1, keepdim=True)
         for blk in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 z = checkpoint(blk, z, use_reentrant=False)
             else:
                 z = blk(z)
-        return self.norm(z.mean(dim=(1, 2, 3)))
+        per_frame = z.mean(dim=(2, 3))                                        # (B, T, d)
+        return self.norm(per_frame.mean(dim=1)), per_frame

@@ -68,10 +68,12 @@ class STFMamba(nn.Module):
         self.norm = LayerNormFp32(in_dim)
         # per-frame target head (training.frame_target_weight > 0): each frame's manipulation strength from the
         # STF stages' per-frame features, a time-resolved training signal (FakeSTormer's frame-wise supervision)
-        self.frame_target_head = (nn.Sequential(LayerNormFp32(in_dim), nn.Linear(in_dim, 1))
-                                  if cfg.training.frame_target_weight > 0 else None)
-        # mouth stream (model.mouth_stream): its pooled features join the face features before the head
+        # mouth stream (model.mouth_stream): its pooled features join the face features before the head, its
+        # per-frame features the face stages' before the per-frame target head
         self.mouth = MouthStream(m, spatial_mixer) if m.mouth_stream else None
+        target_dim = in_dim + (self.mouth.out_dim if self.mouth is not None else 0)
+        self.frame_target_head = (nn.Sequential(LayerNormFp32(target_dim), nn.Linear(target_dim, 1))
+                                  if cfg.training.frame_target_weight > 0 else None)
         self.head_drop = nn.Dropout(m.dropout)
         self.head = nn.Linear(in_dim + (self.mouth.out_dim if self.mouth is not None else 0), 2)
         # frame stream (model.frame_stream): the whole timm CNN's pooled features of every frame -> 2 logits,
@@ -185,7 +187,11 @@ class STFMamba(nn.Module):
             if mouth.shape[0] != x.shape[0] or mouth.shape[2] != x.shape[2]:
                 raise ValueError(f"mouth clips {tuple(mouth.shape)} do not match the clips {tuple(x.shape)} "
                                  "(same batch and frames)")
-            pooled = torch.cat([pooled, self.mouth(mouth).to(pooled.dtype)], dim=-1)   # (B, C4 + mouth_dim)
+            mouth_pooled, mouth_frames = self.mouth(mouth)
+            pooled = torch.cat([pooled, mouth_pooled.to(pooled.dtype)], dim=-1)   # (B, C4 + mouth_dim)
+            target_in = torch.cat([per_frame, mouth_frames.to(per_frame.dtype)], dim=-1)   # (B, T, C4 + mouth_dim)
+        else:
+            target_in = per_frame
         logits = stf_logits = self.head(self.head_drop(pooled))
         if self.frame_head is not None:
             frame_logits = self.frame_head(self.head_drop(whole)).mean(dim=1)   # (B, 2): per-frame, averaged
@@ -202,7 +208,7 @@ class STFMamba(nn.Module):
         if mask_logits is not None:
             out["mask_logits"] = mask_logits
         if self.frame_target_head is not None:
-            out["frame_target_logits"] = self.frame_target_head(per_frame).squeeze(-1)   # (B, T)
+            out["frame_target_logits"] = self.frame_target_head(target_in).squeeze(-1)   # (B, T)
         return out
 
 

@@ -190,9 +190,33 @@ def test_motion_input_gives_every_still_clip_the_same_stf_logits(stf_input):
         assert (s[0] - s[1]).abs().max() > 1e-3
 
 
-def test_motion_input_refuses_the_mouth_stream():
-    with pytest.raises(ConfigError, match="stf_input"):
-        ModelConfig(spatial_backbone=ARCH, stf_input="motion", mouth_stream=True)
+def test_motion_input_reaches_the_mouth_stream_and_its_per_frame_targets():
+    """model.stf_input=motion with model.mouth_stream: the mouth stream reads change over time too, so two
+    different still clips with different still mouths get the same STF logits; a moving mouth changes
+    them, and the per-frame target head sees the mouth's per-frame features."""
+    cfg = lite0_cfg(True)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, stf_input="motion", mouth_stream=True,
+                                                             mouth_size=16, mouth_dim=16),
+                              training=dataclasses.replace(cfg.training, frame_target_weight=1.0))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    c4 = cfg.model.stage4_dim
+    assert model.frame_target_head[1].in_features == c4 + 16
+    g = torch.Generator().manual_seed(5)
+    still = torch.randn(2, 3, 1, 64, 64, generator=g).expand(-1, -1, T, -1, -1).contiguous()
+    still_mouth = torch.randn(2, 3, 1, 16, 16, generator=g).expand(-1, -1, T, -1, -1).contiguous()
+    moving_mouth = torch.randn(2, 3, T, 16, 16, generator=g)
+    with torch.no_grad():
+        s = model(still, mouth=still_mouth)
+        m = model(still, mouth=moving_mouth)
+    torch.testing.assert_close(s["stf_logits"][0], s["stf_logits"][1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(s["frame_target_logits"][0], s["frame_target_logits"][1], atol=1e-5, rtol=0)
+    assert (m["stf_logits"] - s["stf_logits"]).abs().max() > 1e-4          # the mouth's motion reaches the head
+    assert (m["frame_target_logits"] - s["frame_target_logits"]).abs().max() > 1e-4
+    # the mouth's appearance does not: a different still mouth, the same logits
+    with torch.no_grad():
+        other = model(still, mouth=torch.randn(2, 3, 1, 16, 16, generator=g).expand(-1, -1, T, -1, -1).contiguous())
+    torch.testing.assert_close(other["stf_logits"], s["stf_logits"], atol=1e-5, rtol=0)
     from stfmamba.config import from_dict
     with pytest.raises(ConfigError, match="model.stf_input"):
         from_dict(Params, {"model": {"stf_input": "difference"}})
