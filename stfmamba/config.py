@@ -288,6 +288,9 @@ class TrainingConfig:
     frame_target_weight: float = field(default=0.0, metadata=_rng(0.0, 100.0))  # weight of a per-frame BCE: a head on
                                       # the STF stages' per-frame features predicts each frame's manipulation strength
                                       # (the fake's frame_target; 0 for reals) — time-resolved supervision (FakeSTormer)
+    ema_decay: float = field(default=0.0, metadata=_rng(0.0, 0.99999))  # > 0: keep an exponential moving average of
+                                      # the video model's weights (timm ModelEmaV3, warm-up on): validation, the stream
+                                      # scales and the model file use the average; 0: off (the last weights)
 
     def __post_init__(self) -> None:
         if self.qp_min > self.qp_max:
@@ -445,6 +448,7 @@ class STFV8Config:
                            distill_from="none", distill_weight=1.0,   # the frame baseline is the teacher, not a student
                            stf_stream_weight=0.0, stf_stream_fakes="all",   # it has no STF stream
                            frame_target_weight=0.0,                   # nor STF stages' per-frame features
+                           ema_decay=0.0,                             # the yardstick as trained (video models only)
                            pretrained_lr_mult=1.0)   # it is fine-tuned whole; the key is the video model's (the
                                                      # demo freezes the frame stream copied from this model)
         features = replace(p.features.without_architecture(), use_multiscale_drift=False, use_temporal_fakes=False)

@@ -347,6 +347,12 @@ class Parts:
     budget: BudgetTracker
     inputs: dict              # input_fingerprint(), stored with every checkpoint
     teacher: object = None    # FrameTeacher of training.distill_from (training/distill.py), or None
+    ema: object = None        # timm ModelEmaV3 of the model (training.ema_decay > 0), or None
+
+    @property
+    def kept(self) -> torch.nn.Module:
+        """The weights validated and written to the model file: the moving average, or the model."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 # --------------------------------------------------------------------------- the steps
@@ -375,15 +381,16 @@ def train(params: Params, phase: str, paths: TrainPaths, return_model: bool = Fa
     data = build_data(run)
     optimizer, scheduler = build_optimizer_and_schedule(run, model, data)
     scaler = torch.amp.GradScaler(run.device.type, enabled=False)  # bf16 needs no loss scaling; kept for fp16 ports
-    state, resumed_from, inputs = resume_or_init(run, model, optimizer, scheduler, scaler)
+    state, resumed_from, inputs, ema_state = resume_or_init(run, model, optimizer, scheduler, scaler)
     reset_stream_scale(model)     # a Phase A model file brings its fitted scales: Phase B trains the plain sum
+    ema = build_ema(run, model, resumed_from, ema_state)
     model = model.to(run.device)
     if run.info.distributed and run.device.type == "cuda" and run.tr.bn_policy == "train":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same keys: model files are unchanged
     net = (DDP(model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
            if run.info.distributed else model)
     budget = BudgetTracker(params.budget, hours_before=state.hours)
-    parts = Parts(model, net, loss_fn, optimizer, scheduler, scaler, budget, inputs, build_teacher(run))
+    parts = Parts(model, net, loss_fn, optimizer, scheduler, scaler, budget, inputs, build_teacher(run), ema)
     live = open_live(run, data, state, resumed_from)
 
     budget_stopped = False
@@ -429,6 +436,26 @@ def build_model_and_loss(run: Run) -> tuple[torch.nn.Module, torch.nn.Module]:
             raise RuntimeError("training.grad_checkpointing is true but the model has no set_grad_checkpointing()")
         model.set_grad_checkpointing(True)
     return model, STFV8Loss(run.cfg)
+
+
+def build_ema(run: Run, model: torch.nn.Module, resumed_from: int | None, ema_state: dict | None):
+    """``training.ema_decay > 0``: timm's :class:`~timm.utils.ModelEmaV3` of ``model`` (parameters and
+    buffers, warm-up on: the early, barely trained weights fade fast), started from the model as
+    initialised, or on resume from the average stored in the checkpoint (``ema_state``); ``None`` when off."""
+    decay = run.tr.ema_decay
+    if decay <= 0:
+        return None
+    from timm.utils import ModelEmaV3
+    ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+    if resumed_from is not None:
+        if ema_state is None:
+            raise RuntimeError(f"{run.paths.ckpt_dir}: resumed at step {resumed_from} but the checkpoint holds no "
+                               "weight average (training.ema_decay > 0): delete that directory to start the phase again")
+        ema.module.load_state_dict(ema_state)
+    reset_stream_scale(ema.module)
+    if run.info.is_main:
+        log.info("training.ema_decay=%g: the model file holds the moving average of the weights", decay)
+    return ema
 
 
 def build_teacher(run: Run):
@@ -496,12 +523,12 @@ def _load_checkpoint_if_valid(run: Run, inputs: dict) -> tuple[dict | None, Path
 
 def resume_or_init(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    scheduler: CosineLRScheduler, scaler: torch.amp.GradScaler
-                   ) -> tuple[TrainState, int | None, dict]:
+                   ) -> tuple[TrainState, int | None, dict, dict | None]:
     """Continue from the resume checkpoint if it may be (weights, optimizer, schedule, RNG states,
     counters), else start fresh — from the previous phase's model for phase ``b``.
 
     Returns:
-        ``(state, resumed_from_step or None, input_fingerprint)``.
+        ``(state, resumed_from_step or None, input_fingerprint, the checkpoint's weight average or None)``.
     """
     state = TrainState()
     inputs = input_fingerprint(run.params, run.paths)
@@ -518,10 +545,10 @@ def resume_or_init(run: Run, model: torch.nn.Module, optimizer: torch.optim.Opti
         if run.info.is_main:
             log.info("resumed phase %s from %s at epoch %d batch %d step %d", run.phase, resume_path, state.epoch,
                      state.batch_in_epoch, state.step)
-        return state, state.step, inputs
+        return state, state.step, inputs, ck.get("ema")
     if run.spec.init_from:
         state.init_report = init_from_previous_phase(run, model)
-    return state, None, inputs
+    return state, None, inputs, None
 
 
 def init_from_previous_phase(run: Run, model: torch.nn.Module) -> dict:
@@ -573,7 +600,8 @@ def save_checkpoint(run: Run, parts: Parts, state: TrainState) -> None:
     if not run.info.is_main:
         return
     state.hours = parts.budget.hours
-    save_resume({"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+    extra = {"ema": parts.ema.module.state_dict()} if parts.ema is not None else {}
+    save_resume({**extra, "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
                  "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(), "rng": rngs[0],
                  "rng_per_rank": rngs, "config": to_dict(run.cfg), "inputs": parts.inputs,
                  "trainer": dataclasses.asdict(state), "step": state.step, "epoch": state.epoch,
@@ -670,6 +698,8 @@ def optimizer_step(run: Run, parts: Parts, state: TrainState, loss: float, loss_
                                    f"{tr.max_bad_steps}) at step {state.step}: {_recovery_hint(tr)}")
     else:
         parts.optimizer.step()
+        if parts.ema is not None:
+            parts.ema.update(parts.model, step=state.step)
         state.bad_in_row = 0
         state.loss_sum += loss
         state.loss_n += 1
@@ -685,7 +715,8 @@ def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -
     Returns:
         :func:`evaluate_sbi`'s result.
     """
-    res = evaluate_sbi(parts.model, data.val_loader, run.device, run.amp)
+    kept = parts.kept                 # the weight average with training.ema_decay > 0
+    res = evaluate_sbi(kept, data.val_loader, run.device, run.amp)
     auc = res["auc"]
     if run.tr.select == "last":   # fixed schedule: the model of the last epoch (SBI-val AUC is only logged)
         better = True
@@ -699,7 +730,7 @@ def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -
         # (eval.max_clips_per_video clips, or baseline.eval_frames single frames for a frame model)
         max_clips = default_max_clips(run.cfg.model.frame_level, run.params)
         extra = {"teacher": parts.teacher.as_dict()} if parts.teacher is not None else {}
-        fusion = fit_stream_scale(parts.model, res)   # model.stream_fusion=equal_say: fitted on these clips
+        fusion = fit_stream_scale(kept, res)   # model.stream_fusion=equal_say: fitted on these clips
         if fusion is not None:
             extra["stream_fusion"] = fusion
             res["fused_auc"] = fusion["fused_auc"]
@@ -707,11 +738,11 @@ def validate_and_select(run: Run, data: Data, parts: Parts, state: TrainState) -
                      "sum %.4f", fusion["std_stf"], fusion["std_frame"], fusion["fused_auc"])
         try:
             for path in (run.paths.model_out, run.paths.ckpt_dir / BEST_NAME):
-                save_model_file(path, parts.model, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
+                save_model_file(path, kept, run.cfg, phase=run.phase, epoch=state.epoch, step=state.step,
                                 val_auc=auc, describe=run.cfg.describe(), preprocess=run.params.preprocess,
                                 weights=parts.model.weights_info.as_dict(), max_clips_per_video=max_clips, **extra)
         finally:
-            reset_stream_scale(parts.model)           # training goes on with the plain sum
+            reset_stream_scale(kept)                  # training goes on with the plain sum
     return res
 
 

@@ -279,3 +279,38 @@ def test_changed_training_data_starts_a_fresh_run(tiny_dataset, tmp_path):
     fresh, _ = _run(params, "a", tmp_path)
     assert fresh["resumed_from_step"] is None
     assert fresh["train_videos"] == first["train_videos"] - 1
+
+
+def test_weight_average_is_what_the_model_file_holds_and_survives_a_resume(tiny_dataset, tmp_path, monkeypatch):
+    """training.ema_decay > 0: training itself is unchanged (the same last weights as without it), the model
+    file holds the moving average (not the last weights), and a run stopped and resumed ends with the
+    average of the uninterrupted run (it is stored in the resume checkpoint)."""
+    import stfmamba.training.trainer as trainer_mod
+    over = dict(clips_per_video=2, epochs_phase_a=2, warmup_epochs=0, lr=1e-2, select="last")   # 4 steps / epoch
+    (plain_m, plain_paths) = _run(tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "p" / "ckpt"), **over),
+                                  "a", tmp_path / "p")
+    params = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "e" / "ckpt"), ema_decay=0.9, **over)
+    (_, last), paths = _run(params, "a", tmp_path / "e", return_model=True)
+    plain, _, _ = load_model_file(plain_paths.model_out)
+    avg, _, _ = load_model_file(paths.model_out)
+    trained = [k for k, p in last.named_parameters() if p.requires_grad]
+    last_sd, plain_sd, avg_sd = last.state_dict(), plain.state_dict(), avg.state_dict()
+    for k in trained:                       # EMA draws no random number: the same trajectory
+        assert torch.allclose(last_sd[k], plain_sd[k], atol=1e-6), f"training changed at {k}"
+    moved = [k for k in trained if not torch.allclose(avg_sd[k], last_sd[k], atol=1e-6)]
+    assert len(moved) > len(trained) // 2, "the model file holds the last weights, not their average"
+    # stopped after 3 of 8 steps, resumed: the same average as the uninterrupted run
+    class StopAfter3(trainer_mod.BudgetTracker):
+        def should_stop(self) -> bool:
+            return self._steps >= 3
+    cut = tiny_params(tiny_dataset, checkpoint_dir=str(tmp_path / "c" / "ckpt"), ema_decay=0.9, **over)
+    with monkeypatch.context() as mp:
+        mp.setattr(trainer_mod, "BudgetTracker", StopAfter3)
+        first, _ = _run(cut, "a", tmp_path / "c")
+    assert first["budget_stopped"] and "ema" in torch.load(tmp_path / "c" / "ckpt" / "phase_a" / "last.pt",
+                                                           weights_only=True)
+    again, cut_paths = _run(cut, "a", tmp_path / "c")
+    assert again["resumed_from_step"] == 3 and again["steps"] == 8
+    resumed, _, _ = load_model_file(cut_paths.model_out)
+    for k, v in avg_sd.items():
+        assert torch.allclose(v.float(), resumed.state_dict()[k].float(), atol=1e-6), f"average differs at {k}"
