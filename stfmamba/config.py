@@ -151,12 +151,14 @@ class ModelConfig:
                                       # its pooled per-frame features get their own linear head; the clip's logits are
                                       # the STF head's plus the per-frame logits averaged over time (late fusion,
                                       # docs/model.md). Needs model.spatial_backbone. Off: the trunk is cut at trunk_stride
-    stf_input: str = field(default="frames", metadata={"choices": ("frames", "motion")})
+    stf_input: str = field(default="frames", metadata={"choices": ("frames", "motion", "jitter")})
                                       # what the STF stages see: "frames", the fused per-frame features; "motion",
                                       # those features minus their mean over the clip (change over time only, in the
                                       # spirit of FTCN's temporal-only convolutions): a still clip gives the STF
                                       # stages nothing, so every still clip gets the same STF logits and the STF
-                                      # stream can add only temporal evidence (docs/model.md); the mouth stream too
+                                      # stream can add only temporal evidence (docs/model.md); the mouth stream too.
+                                      # "jitter": minus their least-squares line over time instead (constant-velocity
+                                      # change removed too: flicker and jerky motion remain; models/blocks.py)
     stream_fusion: str = field(default="sum", metadata={"choices": ("sum", "equal_say")})
                                       # with frame_stream: how the two streams' logits make the clip's. "sum": as
                                       # trained. "equal_say": trained as the sum, then each stream is divided by the

@@ -15,9 +15,34 @@ from torch.utils.checkpoint import checkpoint
 from stfmamba.config import FeatureFlags, ModelConfig
 from stfmamba.models.mixers import build_spatial_mixer, build_temporal_mixer
 
-__all__ = ["STBlock", "Stage", "temporal_plan", "V73_TEMPORAL"]
+__all__ = ["STBlock", "Stage", "temporal_plan", "V73_TEMPORAL", "temporal_residual"]
 
 V73_TEMPORAL = ("dcconv", "dcconv", "bimamba", "attention")   # V7.3: temporal mixer per stage
+
+
+def temporal_residual(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """What the temporal stages see of ``x: (B, T, ...)`` under ``model.stf_input``.
+
+    * ``frames``: ``x`` itself.
+    * ``motion``: ``x`` minus its mean over the ``T`` frames (change over time only).
+    * ``jitter``: ``x`` minus its least-squares line over the frames (per token and channel): what a
+      constant-velocity change does not explain — flicker and jerky motion, not a smooth head turn.
+
+    A still clip gives zeros with ``motion`` and ``jitter``; ``jitter`` also gives zeros for a clip
+    whose features change linearly in time.
+    """
+    if kind == "frames":
+        return x
+    x = x - x.mean(dim=1, keepdim=True)
+    if kind == "motion":
+        return x
+    if kind != "jitter":
+        raise ValueError(f"model.stf_input={kind!r}: expected frames, motion or jitter")
+    t = x.shape[1]
+    tc = torch.arange(t, device=x.device, dtype=x.dtype) - (t - 1) / 2          # centred frame index
+    tc = tc.view(1, t, *([1] * (x.dim() - 2)))
+    slope = (x * tc).sum(dim=1, keepdim=True) / tc.square().sum()
+    return x - slope * tc
 
 
 def temporal_plan(features: FeatureFlags, depths: tuple[int, ...]) -> list[list[str]]:

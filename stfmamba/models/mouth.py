@@ -18,8 +18,8 @@ Keys: ``mouth.conv{1,2,3}.*``, ``mouth.enc_norm.*``, ``mouth.blocks.<j>.{spatial
 ``mouth.norm.*``. The mixer does not depend on the architecture flags, so a Phase A model's mouth
 stream loads whole into Phase B.
 
-With ``model.stf_input: motion`` the mouth stream reads motion too: its encoder tokens minus their
-mean over the clip's frames enter the blocks, so a still clip gives it nothing, as it gives the face
+With ``model.stf_input: motion`` (or ``jitter``) the mouth stream reads motion too: its encoder tokens
+minus their mean over the clip's frames (or their line over time) enter the blocks, so a still clip gives it nothing, as it gives the face
 path nothing. Its per-frame features (the blocks' output averaged over space) also join the face
 stages' per-frame features for the per-frame target head (``training.frame_target_weight``): the
 mouth stream is told *when* a clip is manipulated as well.
@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from stfmamba.config import ModelConfig
-from stfmamba.models.blocks import STBlock
+from stfmamba.models.blocks import STBlock, temporal_residual
 
 __all__ = ["MouthStream", "MOUTH_TEMPORAL", "MOUTH_BLOCKS"]
 
@@ -52,7 +52,7 @@ class MouthStream(nn.Module):
 
     def __init__(self, cfg: ModelConfig, spatial: str = "conv3x3") -> None:
         super().__init__()
-        self.motion_only = cfg.stf_input == "motion"
+        self.stf_input = cfg.stf_input
         d = cfg.mouth_dim
         self.conv1 = nn.Conv2d(3, max(d // 2, 1), 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(max(d // 2, 1), d, 3, stride=2, padding=1)
@@ -70,8 +70,7 @@ class MouthStream(nn.Module):
         frames = rearrange(mouth, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
         z = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(frames)))))          # (B·T, d, s/8, s/8)
         z = self.enc_norm(rearrange(z, "(b t) c h w -> b t h w c", b=b))       # (B, T, h, w, d)
-        if self.motion_only:                                                  # model.stf_input=motion
-            z = z - z.mean(dim=1, keepdim=True)
+        z = temporal_residual(z, self.stf_input)                              # model.stf_input: motion / jitter
         for blk in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 z = checkpoint(blk, z, use_reentrant=False)

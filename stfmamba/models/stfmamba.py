@@ -20,7 +20,7 @@ from torch import nn
 
 from stfmamba.config import STFV8Config
 from stfmamba.models.backbone import ConvStem, TimmTrunk
-from stfmamba.models.blocks import Stage, temporal_plan
+from stfmamba.models.blocks import Stage, temporal_plan, temporal_residual
 from stfmamba.models.frequency import FREQUENCY_FUSION, WaveletBranch
 from stfmamba.models.mouth import MouthStream
 from stfmamba.models.sdim import AdaptiveStateGate
@@ -50,7 +50,7 @@ class STFMamba(nn.Module):
             self.stem = TimmTrunk(m.spatial_backbone, m.pretrained, m.stem_dim, m.stage1_dim, m.trunk_stride,
                                   init=m.trunk_init, keep_head=m.frame_stream)
         self.wavelet = WaveletBranch(m.stem_dim, m.dwt_channels)
-        self.motion_only = m.stf_input == "motion"
+        self.stf_input = m.stf_input                  # frames | motion | jitter (blocks.temporal_residual)
         self.fusion_kind = "wss" if f.use_wss else "hll_gate"
         self.fusion = nn.ModuleDict({self.fusion_kind: FREQUENCY_FUSION[self.fusion_kind](
             m.dwt_channels, m.stage1_dim, m, f.use_adaptive_sdim)})
@@ -150,8 +150,7 @@ class STFMamba(nn.Module):
         feats = rearrange(trunk, "(b t) h w c -> b t h w c", b=b)
         bands, hll_energy, all_energy = self.wavelet(stem)           # (B, Cd, 8, T', H', W')
         feats = self.fusion[self.fusion_kind](feats, bands)
-        if self.motion_only:                                          # model.stf_input=motion: change over time only
-            feats = feats - feats.mean(dim=1, keepdim=True)
+        feats = temporal_residual(feats, self.stf_input)              # model.stf_input: motion / jitter, change only
         mask_logits = self.mask_head(feats).squeeze(-1) if self.mask_head is not None else None  # (B, T, h1, w1)
         for stage in self.stages:
             feats = stage(feats)                                      # (B, T, h_i, w_i, C_i)

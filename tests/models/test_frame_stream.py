@@ -168,7 +168,28 @@ def test_stf_stream_term_supervises_the_stf_head_alone():
     assert float(model.head.weight.grad.abs().max()) > 0
 
 
-@pytest.mark.parametrize("stf_input", ["frames", "motion"])
+def test_temporal_residual_removes_the_mean_or_the_line_over_time():
+    from stfmamba.models.blocks import temporal_residual
+    g = torch.Generator().manual_seed(1)
+    base, vel, acc = (torch.randn(2, 1, 3, 3, 5, generator=g) for _ in range(3))
+    t = torch.arange(4.0).view(1, 4, 1, 1, 1)
+    still, linear, curved = base.expand(2, 4, 3, 3, 5), base + vel * t, base + vel * t + acc * t ** 2
+    assert torch.equal(temporal_residual(curved, "frames"), curved)
+    for kind in ("motion", "jitter"):
+        assert temporal_residual(still, kind).abs().max() < 1e-6
+        out = temporal_residual(curved, kind)
+        assert out.shape == curved.shape and out.abs().max() > 1e-2
+        torch.testing.assert_close(out.sum(dim=1), torch.zeros_like(out[:, 0]), atol=1e-5, rtol=0)   # zero mean
+    torch.testing.assert_close(temporal_residual(linear, "motion"), vel * (t - 1.5), atol=1e-5, rtol=0)
+    assert temporal_residual(linear, "jitter").abs().max() < 1e-5           # a smooth change is not jitter
+    # what is left of a curve is its curvature: the same for any line added to it
+    torch.testing.assert_close(temporal_residual(curved, "jitter"), temporal_residual(acc * t ** 2, "jitter"),
+                               atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="stf_input"):
+        temporal_residual(curved, "difference")
+
+
+@pytest.mark.parametrize("stf_input", ["frames", "motion", "jitter"])
 def test_motion_input_gives_every_still_clip_the_same_stf_logits(stf_input):
     """model.stf_input=motion: the STF stages see only change over time, so two different still clips (one
     frame repeated) get the same STF logits, and a clip that moves gets others; with "frames" a still
@@ -183,7 +204,7 @@ def test_motion_input_gives_every_still_clip_the_same_stf_logits(stf_input):
     moving = torch.randn(2, 3, T, 64, 64, generator=g)
     with torch.no_grad():
         s, m = model(still)["stf_logits"], model(moving)["stf_logits"]
-    if stf_input == "motion":
+    if stf_input != "frames":
         torch.testing.assert_close(s[0], s[1], atol=1e-5, rtol=0)
         assert (m - s).abs().max() > 1e-3 and (m[0] - m[1]).abs().max() > 1e-4
     else:
