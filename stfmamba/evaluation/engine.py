@@ -54,7 +54,7 @@ __all__ = ["ClipSpec", "VIDEO_COLUMNS", "CLIP_COLUMNS", "STREAM_SCORES", "video_
            "clip_scores", "clip_probs", "autocast_for", "score_videos"]
 
 VIDEO_COLUMNS = ["video_id", "method", "label", "status", "reason", "score", "static_score", "shuffled_score",
-                 "stf_score", "frame_stream_score", "n_clips", "faces",
+                 "stf_score", "frame_stream_score", "frame_stream_static_score", "n_clips", "faces",
                  "face_scores", "group", "identity"]   # group / identity: the manifest's ("" = unknown)
 CLIP_COLUMNS = ["row", "video_id", "method", "label", "clip_start", "score", "static_score", "shuffled_score",
                 "face"]  # row: index into videos
@@ -187,8 +187,9 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
     Returns:
         ``(videos, clips)``: one row per video (:data:`VIDEO_COLUMNS`; ``score`` / ``static_score`` /
         ``shuffled_score`` NaN when failed; ``stf_score`` / ``frame_stream_score``, each stream of a
-        two-stream model scored alone on the real clips, NaN for any other model) and one row per
-        scored clip (:data:`CLIP_COLUMNS`).
+        two-stream model scored alone on the real clips, and ``frame_stream_static_score``, its frame
+        stream on the static clips (what averaging ``T`` frames gives a stream without temporal input),
+        NaN for any other model) and one row per scored clip (:data:`CLIP_COLUMNS`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -197,7 +198,7 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         "video_id": rows["video_id"].astype(str), "method": rows["method"].astype(str),
         "label": rows["label"].astype(int), "status": "ok", "reason": "", "score": np.nan,
         "static_score": np.nan, "shuffled_score": np.nan, "stf_score": np.nan, "frame_stream_score": np.nan,
-        "n_clips": 0, "faces": 0, "face_scores": "",
+        "frame_stream_static_score": np.nan, "n_clips": 0, "faces": 0, "face_scores": "",
         "group": rows["group"].astype(str) if "group" in rows else "",
         "identity": rows["identity"].astype(str) if "identity" in rows else ""})
     bad = rows["status"].astype(str) != "ok"
@@ -223,12 +224,17 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         prob = scored["score"]
         streams = np.stack([scored.get(c, np.full(len(prob), np.nan, np.float32))
                             for c in STREAM_SCORES.values()], axis=1)                   # (B, 2): NaN without
-        static = (clip_probs(model, static_clips(x), norm, device, amp,
-                             None if mouth is None else static_clips(mouth)) if with_static else prob)
+        if with_static:
+            st_scored = clip_scores(model, static_clips(x), norm, device, amp,
+                                    None if mouth is None else static_clips(mouth))
+            static = st_scored["score"]
+            frame_static = st_scored.get("frame_stream_score", np.full(len(prob), np.nan, np.float32))
+        else:
+            static, frame_static = prob, streams[:, 1]
         shuffled = (clip_probs(model, shuffled_clips(x), norm, device, amp,
                                None if mouth is None else shuffled_clips(mouth)) if with_static else prob)
-        for (v, f, s, *_), p, q, r, st in zip(buf, prob, static, shuffled, streams):
-            per_face.setdefault((v, f), []).append((float(p), float(q), float(r), *map(float, st)))
+        for (v, f, s, *_), p, q, r, st, fs in zip(buf, prob, static, shuffled, streams, frame_static):
+            per_face.setdefault((v, f), []).append((float(p), float(q), float(r), *map(float, st), float(fs)))
             clip_rows.append((v, videos.at[v, "video_id"], videos.at[v, "method"], int(videos.at[v, "label"]), s,
                               float(p), float(q), float(r), f))
         buf.clear()
@@ -250,7 +256,8 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         if v in face_err:
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "; ".join(face_err[v])
             continue
-        p = [np.asarray(per_face[(v, f)]) for f in fs]   # per face (K, 5): real, static, shuffled clip, 2 streams
+        p = [np.asarray(per_face[(v, f)]) for f in fs]   # per face (K, 6): real, static, shuffled clip, 2 streams,
+                                                          # the frame stream on the static clip
         if not all(np.all(np.isfinite(q[:, :3])) for q in p):
             videos.at[v, "status"], videos.at[v, "reason"] = "failed", "non-finite model output"
             continue
@@ -259,6 +266,7 @@ def score_videos(model: torch.nn.Module, rows: pd.DataFrame, dataset_dir: Path, 
         videos.at[v, "shuffled_score"] = float(means[:, 2].max())
         for k, col in enumerate(STREAM_SCORES.values()):   # each stream alone, aggregated the same way
             videos.at[v, col] = float(means[:, 3 + k].max())
+        videos.at[v, "frame_stream_static_score"] = float(means[:, 5].max())
         videos.at[v, "n_clips"] = int(sum(len(q) for q in p))
         videos.at[v, "faces"] = len(fs)
         videos.at[v, "face_scores"] = ";".join(f"{m:.6f}" for m in means[:, 0])

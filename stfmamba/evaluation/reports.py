@@ -100,8 +100,10 @@ STREAM_AUC_KEYS = {"stf_score": "stf_stream_auc", "frame_stream_score": "frame_s
 def stream_aucs(videos: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     """AUC of each stream of a two-stream model scored alone (``stf_stream_auc``: the STF head, the
     temporal stream; ``frame_stream_auc``: the per-frame logits averaged), overall and per method (all
-    reals vs that method's fakes, scored videos only, as ``auc``). Empty for a model without the streams
-    (its ``stf_score`` column is NaN or absent)."""
+    reals vs that method's fakes, scored videos only, as ``auc``), and ``frame_stream_gain``: the frame
+    stream's AUC minus its AUC on the static clips, the part of a real - static gap that averaging more
+    frames gives a stream without temporal input. Empty for a model without the streams (its
+    ``stf_score`` column is NaN or absent)."""
     ok = (videos["status"] == "ok").to_numpy()
     labels, methods = videos["label"].to_numpy(dtype=int), videos["method"].astype(str).to_numpy()
     subsets = {OVERALL: np.ones(len(videos), dtype=bool)}
@@ -112,6 +114,15 @@ def stream_aucs(videos: pd.DataFrame) -> dict[str, dict[str, float | None]]:
         if not np.isfinite(scores[ok]).any():
             continue
         out[key] = {name: auc(labels[keep & ok], scores[keep & ok]) for name, keep in subsets.items()}
+    # the frame stream's own real - static gap: a stream with no temporal input gains only from averaging
+    # T frames against one; temporal_gain is read next to it (it grows with T and the scored clips)
+    col = "frame_stream_static_score"
+    static = videos[col].to_numpy(dtype=float) if col in videos else np.full(len(videos), np.nan)
+    if "frame_stream_auc" in out and np.isfinite(static[ok]).any():
+        out["frame_stream_gain"] = {}
+        for name, keep in subsets.items():
+            a, b = out["frame_stream_auc"][name], auc(labels[keep & ok], static[keep & ok])
+            out["frame_stream_gain"][name] = None if a is None or b is None else a - b
     return out
 
 
@@ -292,10 +303,11 @@ def markdown_table(metrics: dict[str, Any], title: str = "subset") -> str:
                                              + ("" if not people else f", {people} people"))
         return fmt(v)
 
-    streams = tuple(k for k in STREAM_AUC_KEYS.values() if k in metrics)   # two-stream models: each alone
+    streams = tuple(k for k in (*STREAM_AUC_KEYS.values(), "frame_stream_gain") if k in metrics)   # two-stream models
     cols = ("auc", "auc_ci95_by", "auc_fail05", "static_auc", "temporal_gain", "shuffled_auc", "order_gain",
             *streams, "ap", "eer", "acc", "clip_auc")
-    heads = {"stf_stream_auc": "STF stream alone", "frame_stream_auc": "frame stream alone"}
+    heads = {"stf_stream_auc": "STF stream alone", "frame_stream_auc": "frame stream alone",
+             "frame_stream_gain": "frame stream's own gain"}
     rows = [f"| {title} | AUC [95 % CI] | resampled (real / fake groups) | AUC (failed = 0.5) | static AUC "
             "| temporal gain [95 % CI] | shuffled AUC | order gain [95 % CI] | "
             + "".join(f"{heads[k]} | " for k in streams)

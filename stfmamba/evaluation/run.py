@@ -169,12 +169,13 @@ def evaluate_dataset(model: torch.nn.Module, spec, name: str, dataset_dir: str |
 def cross_metrics(results: list[DatasetResult]) -> dict[str, Any]:
     """Metrics JSON of ``eval_cross``: ``auc.<dataset>``, ``auc_ci95.<dataset>``, ``auc_lower95``,
     ``auc_ci95_by``, ``auc_groups``, ``static_auc``, ``temporal_gain`` (+ ``_ci95``), ``shuffled_auc``,
-    ``order_gain`` (+ ``_ci95``), ``failed.<dataset>``, ``stf_stream_auc`` / ``frame_stream_auc`` (two-stream
-    models) ... (overall of each dataset) on top, every per-method figure below."""
+    ``order_gain`` (+ ``_ci95``), ``failed.<dataset>``, ``stf_stream_auc`` / ``frame_stream_auc`` /
+    ``frame_stream_gain`` (two-stream models) ... (overall of each dataset) on top, every per-method figure below."""
     keys = ("auc", "auc_ci95", "auc_lower95", "auc_ci95_by", "auc_groups", "auc_identities", "auc_fail05",
             "static_auc", "temporal_gain", "temporal_gain_ci95", "shuffled_auc", "order_gain", "order_gain_ci95",
             "failed", "ap", "eer", "acc", "clip_auc")
-    keys += tuple(k for k in STREAM_AUC_KEYS.values() if any(k in r.metrics for r in results))   # two-stream models
+    keys += tuple(k for k in (*STREAM_AUC_KEYS.values(), "frame_stream_gain")
+                  if any(k in r.metrics for r in results))   # two-stream models
     out: dict[str, Any] = {k: {r.name: r.metrics.get(k, {}).get("overall") for r in results} for k in keys}
     out["videos"] = {r.name: r.metrics["videos"] for r in results}
     out["by_dataset"] = {r.name: {k: v for k, v in r.metrics.items() if k != "videos"} for r in results}

@@ -185,7 +185,16 @@ def test_each_stream_is_scored_alone_from_the_same_forward(dataset):
         alone, _ = score_videos(OneShare(model, key), manifest, root, SPEC, **kw)
         assert np.allclose(videos.loc[ok, col], alone.loc[ok, "score"], atol=1e-6)
         assert videos.loc[~ok, col].isna().all()
+        if col == "frame_stream_score":   # and on the static clips, as the frame stream alone would be
+            assert np.allclose(videos.loc[ok, "frame_stream_static_score"], alone.loc[ok, "static_score"], atol=1e-6)
+            assert not np.allclose(videos.loc[ok, "frame_stream_static_score"], videos.loc[ok, col])
     m = summarize(videos, clips)
+    # the frame stream's own gain: its AUC on real clips minus its AUC on the static clips
+    alone_m = summarize(alone, _)
+    for name in m["auc"]:
+        want = alone_m["auc"][name] - alone_m["static_auc"][name]
+        assert m["frame_stream_gain"][name] == pytest.approx(want, abs=1e-9)
+    assert "frame stream's own gain |" in markdown_table(m)
     stf = videos.loc[ok, "stf_score"].to_numpy()
     lab, meth = videos.loc[ok, "label"].to_numpy(), videos.loc[ok, "method"].to_numpy()
     from sklearn.metrics import roc_auc_score
@@ -199,7 +208,9 @@ def test_each_stream_is_scored_alone_from_the_same_forward(dataset):
     assert one["stf_score"].isna().all()
     m1 = summarize(one, one_clips)
     assert "stf_stream_auc" not in m1 and "STF stream alone" not in markdown_table(m1)
+    assert "frame_stream_gain" not in m1 and one["frame_stream_static_score"].isna().all()
     from stfmamba.evaluation.run import DatasetResult, cross_metrics
     cross = cross_metrics([DatasetResult("t", videos, clips, m)])
     assert cross["stf_stream_auc"]["t"] == m["stf_stream_auc"]["overall"]
+    assert cross["frame_stream_gain"]["t"] == m["frame_stream_gain"]["overall"]
     assert "stf_stream_auc" not in cross_metrics([DatasetResult("t", one, one_clips, m1)])
