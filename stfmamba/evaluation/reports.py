@@ -28,7 +28,8 @@ Layout of one report (``out`` = e.g. ``plots/eval_phase_a``)::
     out/failures.csv    the videos that could not be scored and why (also printed)
     out/roc/<name>.csv  ROC curve (fpr, tpr, threshold) per method / dataset -> ``dvc plots`` lines
     out/auc.csv         name, auc -> ``dvc plots`` horizontal bars
-    out/temporal_gain.csv  name, temporal_gain, lo, hi, order_gain, order_lo, order_hi -> ``dvc plots`` bars
+    out/temporal_gain.csv  name, temporal_gain, lo, hi, order_gain, order_lo, order_hi, frame_stream_gain
+                        -> ``dvc plots`` bars
                         (video models only:
                         not written with ``temporal=False``, a stale one is removed)
     out/roc.png         the same two figures as a PNG
@@ -231,18 +232,21 @@ def write_png(path: Path, curves: dict[str, list[tuple[float, float, float]]], b
 
 
 def gain_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """``name, temporal_gain, lo, hi, order_gain, order_lo, order_hi`` from a metrics dict (the ``dvc
-    plots`` bars of the temporal and the order gain; empty cells: n/a)."""
+    """``name, temporal_gain, lo, hi, order_gain, order_lo, order_hi, frame_stream_gain`` from a metrics
+    dict (the ``dvc plots`` bars of the temporal gain, the order gain and, for a two-stream model, the
+    frame stream's own gain: what averaging T frames adds without time; empty cells: n/a)."""
     def bounds(key: str, i: int) -> list[Any]:
         ci = metrics.get(f"{key}_ci95") or {}
         return [None if ci.get(n) is None else ci[n][i] for n in metrics["temporal_gain"]]
 
     names = list(metrics["temporal_gain"])
     order = metrics.get("order_gain") or {}
+    own = metrics.get("frame_stream_gain") or {}
     return pd.DataFrame({"name": names, "temporal_gain": [_finite(metrics["temporal_gain"][n]) for n in names],
                          "lo": bounds("temporal_gain", 0), "hi": bounds("temporal_gain", 1),
                          "order_gain": [_finite(order.get(n)) for n in names],
-                         "order_lo": bounds("order_gain", 0), "order_hi": bounds("order_gain", 1)})
+                         "order_lo": bounds("order_gain", 0), "order_hi": bounds("order_gain", 1),
+                         "frame_stream_gain": [_finite(own.get(n)) for n in names]})
 
 
 def write_gain(out: Path, metrics: dict[str, Any], temporal: bool) -> None:

@@ -105,7 +105,9 @@ def test_scores_failures_and_reports(dataset, tmp_path):
     assert set(back["auc"]) == {"overall", "A", "B"} and back["n_fake"]["A"] == 2
     assert back["auc_ci95"]["A"] is None and back["failed"]["A"] == {"real": 1, "fake": 2}
     gain = pd.read_csv(out / "temporal_gain.csv")
-    assert list(gain.columns) == ["name", "temporal_gain", "lo", "hi", "order_gain", "order_lo", "order_hi"]
+    assert list(gain.columns) == ["name", "temporal_gain", "lo", "hi", "order_gain", "order_lo", "order_hi",
+                                  "frame_stream_gain"]
+    assert gain["frame_stream_gain"].isna().all()   # one stream: no frame stream of its own
     assert list(gain["name"]) == ["overall", "A", "B"]
     # Brightness is a per-frame score: the shuffled clips hold the same frames, so no order gain
     assert np.allclose(ok["shuffled_score"], ok["score"], atol=1e-6) and m["order_gain"]["B"] == pytest.approx(0.0)
@@ -195,6 +197,8 @@ def test_each_stream_is_scored_alone_from_the_same_forward(dataset):
         want = alone_m["auc"][name] - alone_m["static_auc"][name]
         assert m["frame_stream_gain"][name] == pytest.approx(want, abs=1e-9)
     assert "frame stream's own gain |" in markdown_table(m)
+    from stfmamba.evaluation.reports import gain_table
+    assert gain_table(m)["frame_stream_gain"].tolist() == pytest.approx([m["frame_stream_gain"][n] for n in m["auc"]])
     stf = videos.loc[ok, "stf_score"].to_numpy()
     lab, meth = videos.loc[ok, "label"].to_numpy(), videos.loc[ok, "method"].to_numpy()
     from sklearn.metrics import roc_auc_score

@@ -167,6 +167,7 @@ def test_repro_writes_metrics_then_is_a_noop(project):
     html = (proj.parent / "plots_html" / "index.html").read_text()
     assert "eval_phase_a/roc/DemoSwapFlicker.csv" in html and "AUC per dataset, cross" in html
     assert "eval_frame/roc/DemoSwapFlicker.csv" in html and "eval_cross/roc/demo_cross.csv" in html
+    assert "Frame stream's own gain (its AUC - its static AUC) per manipulation, Phase A" in html
 
 
 @pytest.mark.slow
